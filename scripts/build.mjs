@@ -17,6 +17,7 @@ run(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', 'tsc
 
 // The CNI plugin is exec'd by the runtime for every pod: one ESM file, no module
 // resolution at start-up, and only what the plugin needs (never the agent's modules).
+// netlink stays external: it finds its native prebuild relative to its own __dirname.
 const esbuild = await import('esbuild');
 await esbuild.build({
   entryPoints: [join(root, 'src/cni/main.ts')],
@@ -26,7 +27,7 @@ await esbuild.build({
   format: 'esm',
   target: 'node24',
   sourcemap: 'linked',
-  minifyWhitespace: true,
+  external: ['netlink', 'netlink/*'],
   banner: { js: "import { createRequire as __skiffCreateRequire } from 'node:module'; const require = __skiffCreateRequire(import.meta.url);" },
   logLevel: 'warning',
 });

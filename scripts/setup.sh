@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 # Debian packages: nft/ip for the data plane; the rest for tests and benchmarks
 # (reference CNI plugins, podman as a real runtime, iperf3, dig, dnsperf, knot, conntrack).
 need=(nftables iproute2 busybox-static containernetworking-plugins podman runc
-      iperf3 dnsutils conntrack hyperfine jq knot dnsperf procps psmisc)
+      iputils-ping iperf3 dnsutils conntrack hyperfine jq knot dnsperf procps psmisc)
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

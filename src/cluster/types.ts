@@ -231,3 +231,25 @@ export interface ClusterSource {
   /** Patch this node's annotations (overlay: VTEP MAC, underlay IP). */
   annotateNode?(name: string, annotations: Record<string, string>): Promise<void>;
 }
+
+/** The object type of each kind. */
+export interface KindMap {
+  Namespace: Namespace;
+  Node: Node;
+  Pod: Pod;
+  Service: Service;
+  EndpointSlice: EndpointSlice;
+  NetworkPolicy: NetworkPolicy;
+}
+
+/**
+ * Read access to the current cluster state (implemented by src/cluster's view over
+ * one or more sources). Reconcilers, DNS and the policy evaluator read through this.
+ */
+export interface ClusterReader {
+  list<K extends Kind>(kind: K): KindMap[K][];
+  get<K extends Kind>(kind: K, key: string): KindMap[K] | undefined;
+  hasSynced(): boolean;
+  /** Subscribes to changes after they are applied to the view; returns an unsubscribe. */
+  onChange(listener: (changes: readonly Change[]) => void): () => void;
+}

@@ -1,0 +1,282 @@
+// The lab's lifecycle: up, apply, delete, down, status. The pure decisions come from
+// controller.ts; this module does the I/O (namespaces, agents, pods, the state file
+// and the manifest directory) and keeps the state file current after every step, so
+// `down` after a crash still finds everything (and sweeps `<prefix><lab>-*` anyway).
+import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { stringify as toYaml } from 'yaml';
+import type { Pod } from '../cluster/types.js';
+import { logger } from '../util/log.js';
+import type { LabObject, LabSettings } from './config.js';
+import { allocateClusterIPs, assignPodCIDRs, buildManifests, desiredPods, podKey, schedule, serviceKey, type LabNode } from './controller.js';
+import { alive, AGENT_METRICS, startAgent, stopPid } from './agents.js';
+import { CONFLIST, createPod, deletePod } from './pods.js';
+import { cniConfDir, labDir, loadState, manifestsDir, removeLabDir, saveState, writeAtomic, type LabState } from './state.js';
+import { LAB_PREFIX, addNode, createSwitch, destroyNamespaces, listNetns, nodeNsName, removeNode, type Topology } from './topology.js';
+
+export type Progress = (msg: string) => void;
+
+const objKey = (o: LabObject) => `${o.kind}/${o.metadata.namespace ?? ''}/${o.metadata.name}`;
+
+function topologyOf(s: LabState): Topology {
+  return createSwitch({ lab: s.name, prefix: s.prefix, underlayCidr: s.settings.underlayCIDR, mtu: s.settings.mtu });
+}
+
+/** Writes the manifest files the agents watch (only files whose bytes changed). */
+export function writeManifests(s: LabState): void {
+  const m = buildManifests({ objects: s.objects, nodes: s.nodes, clusterIPs: s.clusterIPs, runtime: s.pods });
+  const dir = manifestsDir(s.name);
+  const files: Record<string, unknown[]> = {
+    '00-namespaces.yaml': m.namespaces,
+    '10-nodes.yaml': m.nodes,
+    '20-services.yaml': m.services,
+    '30-pods.yaml': m.pods,
+    '40-endpointslices.yaml': m.endpointSlices,
+    '50-networkpolicies.yaml': m.networkPolicies,
+  };
+  for (const [name, objs] of Object.entries(files)) {
+    const text = objs.map((o) => toYaml(o)).join('---\n') || '# (none)\n';
+    const path = join(dir, name);
+    let cur: string | undefined;
+    try {
+      cur = readFileSync(path, 'utf8');
+    } catch {
+      cur = undefined;
+    }
+    if (cur !== text) writeAtomic(path, text);
+  }
+}
+
+export function requireState(name: string): LabState {
+  const s = loadState(name);
+  if (!s) throw new Error(`lab ${JSON.stringify(name)} does not exist (no ${join(labDir(name), 'state.json')}); start it with skiff lab up --name ${name}`);
+  return s;
+}
+
+/** Creates the lab's namespaces and agents; applies the objects. */
+export async function up(settings: LabSettings, objects: LabObject[], progress: Progress, opts: { prefix?: string } = {}): Promise<LabState> {
+  const prefix = opts.prefix ?? LAB_PREFIX;
+  const prev = loadState(settings.name);
+  if (prev && Object.values(prev.agents).some(alive)) throw new Error(`lab ${settings.name} is already up (use skiff lab apply, or skiff lab down first)`);
+  const s: LabState = prev ?? { version: 1, name: settings.name, prefix, settings, nodes: [], objects: [], podCIDRs: {}, clusterIPs: {}, pods: {}, agents: {} };
+  s.settings = settings;
+  saveState(s); // first, so a failure from here on leaves something `down` can read
+
+  progress(`creating the lab switch ${prefix}${s.name}-sw`);
+  const topo = createSwitch({ lab: s.name, prefix, underlayCidr: settings.underlayCIDR, mtu: settings.mtu });
+  const names = [...Array(settings.nodes).keys()].map((i) => `node${i + 1}`);
+  s.podCIDRs = assignPodCIDRs(settings.clusterCIDR, names, s.podCIDRs);
+  s.nodes = [];
+  for (const [i, name] of names.entries()) {
+    progress(`creating ${name} (${nodeNsName(prefix, s.name, i + 1)}, pod CIDR ${s.podCIDRs[name]})`);
+    const w = addNode(topo, i + 1, name);
+    s.nodes.push({ name, index: i + 1, podCIDR: s.podCIDRs[name]!, underlayIp: w.underlayIp, ns: w.ns });
+    saveState(s);
+  }
+  writeManifests(s);
+  for (const n of s.nodes) {
+    progress(`starting the agent on ${n.name}`);
+    s.agents[n.name] = startAgent(n.ns, { lab: s.name, node: n.name, clusterCIDR: settings.clusterCIDR, serviceCIDR: settings.serviceCIDR, clusterDomain: settings.clusterDomain });
+    saveState(s);
+  }
+  progress('waiting for the agents to write their CNI configs');
+  await waitFor(() => s.nodes.every((n) => existsSync(join(cniConfDir(s.name, n.name), CONFLIST))), 15_000);
+  await apply(s, objects, progress);
+  return s;
+}
+
+async function waitFor(cond: () => boolean, ms: number): Promise<boolean> {
+  const until = Date.now() + ms;
+  while (Date.now() < until) {
+    if (cond()) return true;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return cond();
+}
+
+/** Adds or replaces objects, then converges pods, ClusterIPs and the manifests. */
+export async function apply(s: LabState, objects: LabObject[], progress: Progress): Promise<void> {
+  const byKey = new Map(s.objects.map((o) => [objKey(o), o]));
+  for (const o of objects) byKey.set(objKey(o), o);
+  s.objects = [...byKey.values()];
+  await converge(s, progress);
+}
+
+/** Removes objects (by kind/namespace/name), then converges. */
+export async function remove(s: LabState, objects: LabObject[], progress: Progress): Promise<void> {
+  const gone = new Set(objects.map(objKey));
+  s.objects = s.objects.filter((o) => !gone.has(objKey(o)));
+  await converge(s, progress);
+}
+
+async function converge(s: LabState, progress: Progress): Promise<void> {
+  const services = s.objects.filter((o) => o.kind === 'Service');
+  s.clusterIPs = allocateClusterIPs(services as never, s.settings.serviceCIDR, s.clusterIPs);
+  const pods = desiredPods(s.objects);
+  const placedBefore = Object.fromEntries(Object.entries(s.pods).map(([k, p]) => [k, p.node]));
+  const placement = schedule(pods, s.nodes, placedBefore);
+  const want = new Map(pods.map((p) => [podKey(p), p]));
+
+  // Pods no longer wanted (or moved to another node): terminating first, so slices drop them, then gone.
+  for (const [key, p] of Object.entries(s.pods)) {
+    if (want.has(key) && placement[key] === p.node) continue;
+    p.terminating = true;
+    p.ready = false;
+  }
+  writeManifests(s);
+  for (const [key, p] of Object.entries(s.pods)) {
+    if (!p.terminating) continue;
+    progress(`deleting pod ${key}`);
+    const node = s.nodes.find((n) => n.name === p.node);
+    const [namespace, name] = key.split('/') as [string, string];
+    await deletePod({ lab: s.name, node: p.node, nodeNs: node?.ns ?? '', netns: p.netns, containerId: p.containerId, pids: p.pids, namespace, name, podCIDR: node?.podCIDR ?? '', mtu: s.settings.mtu });
+    delete s.pods[key];
+    saveState(s);
+  }
+
+  const failures: string[] = [];
+  for (const [key, pod] of want) {
+    if (s.pods[key]) continue;
+    const node = s.nodes.find((n) => n.name === placement[key])!;
+    progress(`creating pod ${key} on ${node.name}`);
+    try {
+      const started = createPod({ prefix: s.prefix, lab: s.name, pod, node: node.name, nodeNs: node.ns, podCIDR: node.podCIDR, mtu: s.settings.mtu, domain: s.settings.clusterDomain });
+      s.pods[key] = { node: node.name, ip: started.ip, ready: false, uid: started.containerId, netns: started.netns, containerId: started.containerId, pids: started.pids };
+      saveState(s);
+    } catch (e) {
+      failures.push((e as Error).message);
+    }
+  }
+  // Readiness: probes (tcpSocket, exec) decide; pods without one are ready once attached.
+  for (const [key, p] of Object.entries(s.pods)) {
+    const pod = want.get(key);
+    if (pod) p.ready = await probeReady(pod, p.netns, p.ip);
+  }
+  saveState(s);
+  writeManifests(s);
+  if (failures.length) throw new Error(`${failures.length} pod(s) failed: ${failures.join('; ')}`);
+}
+
+/** Runs a pod's readiness probes once (with a few retries while its servers start). */
+export async function probeReady(pod: Pod, netns: string, ip: string | undefined, attempts = 15): Promise<boolean> {
+  const probes = pod.spec.containers.map((c) => c.readinessProbe).filter((p) => p !== undefined);
+  if (probes.length === 0) return true;
+  for (let i = 0; i < attempts; i++) {
+    const ok = probes.every((p) => {
+      try {
+        if (p!.exec) {
+          execFileSync('ip', ['netns', 'exec', netns, ...p!.exec.command], { stdio: 'ignore', timeout: 5000 });
+          return true;
+        }
+        if (p!.tcpSocket) {
+          const port = resolveProbePort(pod, p!.tcpSocket.port);
+          const script = `const s=require('net').connect(${port},${JSON.stringify(ip ?? '127.0.0.1')});s.on('connect',()=>process.exit(0));s.on('error',()=>process.exit(1));setTimeout(()=>process.exit(1),1000)`;
+          execFileSync('ip', ['netns', 'exec', netns, process.execPath, '-e', script], { stdio: 'ignore', timeout: 5000 });
+          return true;
+        }
+      } catch {
+        return false;
+      }
+      return false;
+    });
+    if (ok) return true;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return false;
+}
+
+function resolveProbePort(pod: Pod, port: number | string): number {
+  if (typeof port === 'number') return port;
+  for (const c of pod.spec.containers) for (const cp of c.ports ?? []) if (cp.name === port) return cp.containerPort;
+  return Number(port);
+}
+
+/** Removes a node from a running lab (its pods go with it). */
+export async function removeLabNode(s: LabState, name: string, progress: Progress): Promise<void> {
+  const n = s.nodes.find((x) => x.name === name);
+  if (!n) throw new Error(`node ${JSON.stringify(name)}: not in lab ${s.name} (nodes: ${s.nodes.map((x) => x.name).join(', ')})`);
+  await stopPid(s.agents[name]);
+  delete s.agents[name];
+  for (const [key, p] of Object.entries(s.pods)) {
+    if (p.node !== name) continue;
+    for (const pid of p.pids) await stopPid(pid, 1000);
+    destroyPodNs(p.netns);
+    delete s.pods[key];
+  }
+  removeNode(topologyOf(s), n.index);
+  s.nodes = s.nodes.filter((x) => x !== n);
+  delete s.podCIDRs[name];
+  saveState(s);
+  writeManifests(s);
+  progress(`removed ${name}`);
+}
+
+function destroyPodNs(ns: string): void {
+  try {
+    execFileSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
+  } catch {
+    /* gone */
+  }
+  rmSync(`/etc/netns/${ns}`, { recursive: true, force: true });
+}
+
+/** Everything the lab created goes: processes, namespaces, /etc/netns entries, the state directory. */
+export async function down(name: string, progress: Progress, prefix = LAB_PREFIX): Promise<void> {
+  const s = loadState(name);
+  const pfx = s?.prefix ?? prefix;
+  if (s) {
+    if (s.controllerPid) await stopPid(s.controllerPid);
+    for (const [node, pid] of Object.entries(s.agents)) {
+      progress(`stopping the agent on ${node}`);
+      await stopPid(pid);
+    }
+    for (const p of Object.values(s.pods)) for (const pid of p.pids) await stopPid(pid, 500);
+  }
+  const removed = destroyNamespaces(pfx, name);
+  if (removed.length) progress(`removed namespaces ${removed.join(' ')}`);
+  if (existsSync('/etc/netns')) {
+    for (const d of readdirSync('/etc/netns')) if (d.startsWith(`${pfx}${name}-`)) rmSync(join('/etc/netns', d), { recursive: true, force: true });
+  }
+  removeLabDir(name);
+  logger('lab').debug('lab removed', { name });
+}
+
+export interface LabStatus {
+  name: string;
+  nodes: { name: string; ns: string; podCIDR: string; underlayIp: string; agent: 'running' | 'stopped'; peers: Record<string, { up: boolean; rttSeconds?: number }> }[];
+  pods: { key: string; node: string; ip?: string; ready: boolean }[];
+  services: { key: string; clusterIP: string }[];
+}
+
+/** Reads an agent's /metrics from inside its node namespace. */
+export function agentMetrics(nodeNs: string): string | undefined {
+  const script = `fetch('http://${AGENT_METRICS}/metrics').then(r=>r.text()).then(t=>process.stdout.write(t),()=>process.exit(1))`;
+  try {
+    return execFileSync('ip', ['netns', 'exec', nodeNs, process.execPath, '-e', script], { encoding: 'utf8', timeout: 5000, stdio: ['ignore', 'pipe', 'ignore'] });
+  } catch {
+    return undefined;
+  }
+}
+
+export function parsePeerMetrics(text: string): Record<string, { up: boolean; rttSeconds?: number }> {
+  const out: Record<string, { up: boolean; rttSeconds?: number }> = {};
+  for (const m of text.matchAll(/^skiff_overlay_peer_up\{node="([^"]+)"\} (\S+)$/gm)) out[m[1]!] = { up: Number(m[2]) === 1 };
+  for (const m of text.matchAll(/^skiff_overlay_peer_rtt_seconds\{node="([^"]+)"\} (\S+)$/gm)) if (out[m[1]!]) out[m[1]!]!.rttSeconds = Number(m[2]);
+  return out;
+}
+
+export function status(name: string): LabStatus {
+  const s = requireState(name);
+  const present = new Set(listNetns());
+  return {
+    name: s.name,
+    nodes: s.nodes.map((n: LabNode & { ns: string }) => {
+      const running = alive(s.agents[n.name]) && present.has(n.ns);
+      const metrics = running ? agentMetrics(n.ns) : undefined;
+      return { name: n.name, ns: n.ns, podCIDR: n.podCIDR, underlayIp: n.underlayIp, agent: running ? 'running' : 'stopped', peers: metrics ? parsePeerMetrics(metrics) : {} };
+    }),
+    pods: Object.entries(s.pods).map(([key, p]) => ({ key, node: p.node, ...(p.ip ? { ip: p.ip } : {}), ready: p.ready })),
+    services: s.objects.filter((o) => o.kind === 'Service').map((o) => ({ key: serviceKey(o as never), clusterIP: s.clusterIPs[serviceKey(o as never)] ?? '' })),
+  };
+}

@@ -1,0 +1,654 @@
+// The cluster zone (Kubernetes DNS specification, schema 1.1.0): an index from names to
+// records, maintained incrementally per Service (and its EndpointSlices) and per
+// Namespace, and encoded answers cached per name and type. Any change bumps a
+// generation number, which invalidates every cached encoding at once: no answer
+// outlives the change it depends on, and rebuilding one template costs microseconds.
+import { isIPv4, isIPv6 } from 'node:net';
+import type { Change, ClusterReader, EndpointSlice, Service } from '../cluster/types.js';
+import { ipToBytes, bytesToIp } from '../util/ip.js';
+import {
+  buildTemplate, hashBytes, keyOfName, MsgWriter, nameToWire, RCODE, TYPE, wireToName,
+  type Query, type QueryInfo, type RR, type Template,
+} from './wire.js';
+
+export interface ZoneOptions {
+  /** The cluster domain (default cluster.local). */
+  zone?: string;
+  /** TTL of every answer (default 5 s); also the SOA minimum, hence the negative TTL. */
+  ttl?: number;
+  /**
+   * Reverse zones skiff is authoritative for (service CIDR, cluster CIDR): an unknown
+   * address inside them is NXDOMAIN; other reverse names are forwarded.
+   */
+  reverseCidrs?: string[];
+  /** Addresses of this DNS server, published as A/AAAA of ns.dns.<zone>. */
+  nsAddresses?: string[];
+}
+
+/** The answer to an in-zone query. */
+export type ZoneAnswer =
+  | Template
+  /** Not the cluster's to answer: forward (or refuse). */
+  | typeof FORWARD
+  /** A negative answer before the source has synced. */
+  | typeof NOT_SYNCED
+  /** An ExternalName whose target lies outside the zone: resolve the target and append. */
+  | ExternalChase;
+
+export const FORWARD = Symbol('forward');
+export const NOT_SYNCED = Symbol('not-synced');
+
+export interface ExternalChase {
+  chase: true;
+  /** The CNAME chain inside the zone, in order. */
+  cnames: RR[];
+  /** The out-of-zone name to resolve (lowercase dotted). */
+  target: string;
+}
+
+const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
+const MAX_CHAIN = 8;
+
+/** Where a name belongs: the cluster zone, a reverse tree, or elsewhere. */
+const KIND_ZONE = 0, KIND_V4 = 1, KIND_V6 = 2;
+const REV4 = 'in-addr.arpa';
+const REV6 = 'ip6.arpa';
+
+class NameNode {
+  /** Records at this name per contributor (service, namespace, apex). An empty list still makes the name exist. */
+  readonly owners = new Map<string, RR[]>();
+  /** Contributed names strictly below this one (an empty non-terminal exists while > 0). */
+  below = 0;
+  readonly templates = new Map<number, Template | ExternalChase>();
+  gen = -1;
+  /** The lowercase wire name and its hash (the hot-path index), and the next node with the same hash. */
+  readonly wire: Buffer;
+  readonly hash: number;
+  nextSameHash: NameNode | null = null;
+  constructor(readonly name: string) {
+    this.wire = nameToWire(name);
+    this.hash = hashBytes(this.wire, 0, this.wire.length);
+  }
+
+  records(type: number): RR[] {
+    const out: RR[] = [];
+    for (const list of this.owners.values()) for (const r of list) if (type === TYPE.ANY || r.type === type) out.push(r);
+    return out;
+  }
+}
+
+interface Cidr { bytes: Buffer; prefix: number }
+
+function parseCidr(s: string): Cidr {
+  const m = /^([^/]+)\/(\d{1,3})$/.exec(s);
+  if (!m || !(isIPv4(m[1]!) || isIPv6(m[1]!))) throw new Error(`reverse CIDR: invalid value ${JSON.stringify(s)}`);
+  const bytes = ipToBytes(m[1]!);
+  const prefix = Number(m[2]);
+  if (prefix > bytes.length * 8) throw new Error(`reverse CIDR: invalid prefix in ${JSON.stringify(s)}`);
+  return { bytes, prefix };
+}
+
+function prefixMatch(a: Buffer, b: Buffer, bits: number): boolean {
+  const full = bits >> 3;
+  for (let i = 0; i < full; i++) if (a[i] !== b[i]) return false;
+  const rest = bits & 7;
+  if (rest === 0) return true;
+  const mask = (0xff << (8 - rest)) & 0xff;
+  return (a[full]! & mask) === (b[full]! & mask);
+}
+
+/** The reverse (PTR) name of an address. */
+export function reverseName(ip: string): string {
+  const b = ipToBytes(ip);
+  if (b.length === 4) return `${b[3]}.${b[2]}.${b[1]}.${b[0]}.${REV4}`;
+  const nibbles: string[] = [];
+  for (let i = 15; i >= 0; i--) nibbles.push((b[i]! & 0xf).toString(16), (b[i]! >> 4).toString(16));
+  return `${nibbles.join('.')}.${REV6}`;
+}
+
+/** A reverse name -> the address prefix it covers (bytes, prefix length), or null. */
+function parseReverse(name: string): { bytes: Buffer; bits: number } | null {
+  if (name.endsWith('.' + REV4) || name === REV4) {
+    const labels = name === REV4 ? [] : name.slice(0, -REV4.length - 1).split('.');
+    if (labels.length > 4) return null;
+    const bytes = Buffer.alloc(4);
+    for (let i = 0; i < labels.length; i++) {
+      const l = labels[labels.length - 1 - i]!;
+      if (!/^(0|[1-9]\d{0,2})$/.test(l) || Number(l) > 255) return null;
+      bytes[i] = Number(l);
+    }
+    return { bytes, bits: labels.length * 8 };
+  }
+  if (name.endsWith('.' + REV6) || name === REV6) {
+    const labels = name === REV6 ? [] : name.slice(0, -REV6.length - 1).split('.');
+    if (labels.length > 32) return null;
+    const bytes = Buffer.alloc(16);
+    for (let i = 0; i < labels.length; i++) {
+      const l = labels[labels.length - 1 - i]!;
+      if (!/^[0-9a-f]$/.test(l)) return null;
+      const v = parseInt(l, 16);
+      bytes[i >> 1] = bytes[i >> 1]! | (i & 1 ? v : v << 4);
+    }
+    return { bytes, bits: labels.length * 4 };
+  }
+  return null;
+}
+
+/** Endpoints without a hostname are named by their dashed address (CoreDNS's convention). */
+export function dashedName(ip: string): string {
+  return isIPv4(ip) ? ip.replace(/\./g, '-') : bytesToIp(ipToBytes(ip)).replace(/:/g, '-');
+}
+
+function addrRR(name: string, ip: string, ttl: number): RR {
+  const b = ipToBytes(ip);
+  return { name, type: b.length === 4 ? TYPE.A : TYPE.AAAA, ttl, ip: b };
+}
+
+function normalizeName(s: string): string {
+  let n = s.trim().toLowerCase();
+  while (n.endsWith('.')) n = n.slice(0, -1);
+  return n;
+}
+
+function validIP(s: string | undefined): s is string {
+  return !!s && (isIPv4(s) || isIPv6(s));
+}
+
+/**
+ * The records one Service contributes (pure). ClusterIP: A/AAAA, SRV per named port
+ * targeting the service, PTR per ClusterIP. Headless: A/AAAA per ready endpoint (all
+ * endpoints with publishNotReadyAddresses), one name per endpoint (hostname or dashed
+ * IP), SRV per endpoint and named port targeting that name, PTR per endpoint IP; no
+ * endpoint -> no records at all (NXDOMAIN). ExternalName: a CNAME.
+ */
+export function serviceRecords(svc: Service, slices: readonly EndpointSlice[], zone: string, ttl: number): RR[] {
+  const ns = svc.metadata.namespace ?? 'default';
+  const base = `${svc.metadata.name}.${ns}.svc.${zone}`.toLowerCase();
+  const out: RR[] = [];
+  const spec = svc.spec ?? {};
+  if (spec.type === 'ExternalName') {
+    const target = spec.externalName ? normalizeName(spec.externalName) : '';
+    if (target) out.push({ name: base, type: TYPE.CNAME, ttl, target });
+    return out;
+  }
+  const ips = spec.clusterIPs?.length ? spec.clusterIPs : spec.clusterIP ? [spec.clusterIP] : [];
+  const headless = ips.includes('None');
+  if (!headless) {
+    const valid = ips.filter(validIP);
+    if (valid.length === 0) return out; // not allocated yet
+    for (const ip of valid) {
+      out.push(addrRR(base, ip, ttl));
+      out.push({ name: reverseName(ip), type: TYPE.PTR, ttl, target: base });
+    }
+    for (const p of spec.ports ?? []) {
+      if (!p.name) continue;
+      out.push({
+        name: `_${p.name}._${(p.protocol ?? 'TCP').toLowerCase()}.${base}`.toLowerCase(),
+        type: TYPE.SRV, ttl, priority: 0, weight: 100, port: p.port, target: base,
+      });
+    }
+    return out;
+  }
+  const all = spec.publishNotReadyAddresses === true;
+  const seenAddr = new Set<string>();
+  const srv = new Map<string, { port: number; target: string }[]>();
+  const seenName = new Set<string>();
+  for (const sl of slices) {
+    if (sl.addressType !== 'IPv4' && sl.addressType !== 'IPv6') continue;
+    for (const ep of sl.endpoints ?? []) {
+      // The API: a nil `ready` is to be read as ready.
+      if (!all && ep.conditions?.ready === false) continue;
+      const addrs = (ep.addresses ?? []).filter(validIP);
+      if (addrs.length === 0) continue;
+      const epName = `${ep.hostname ? ep.hostname.toLowerCase() : dashedName(addrs[0]!)}.${base}`;
+      for (const a of addrs) {
+        const canon = bytesToIp(ipToBytes(a));
+        const k = `${epName}|${canon}`;
+        if (!seenAddr.has(k)) {
+          seenAddr.add(k);
+          out.push(addrRR(epName, canon, ttl));
+          out.push({ name: reverseName(canon), type: TYPE.PTR, ttl, target: epName });
+          if (!seenAddr.has(canon)) {
+            seenAddr.add(canon);
+            out.push(addrRR(base, canon, ttl));
+          }
+        }
+      }
+      for (const p of sl.ports ?? []) {
+        if (!p.name || p.port === undefined) continue;
+        const n = `_${p.name}._${(p.protocol ?? 'TCP').toLowerCase()}.${base}`.toLowerCase();
+        const k = `${n}|${epName}|${p.port}`;
+        if (seenName.has(k)) continue;
+        seenName.add(k);
+        let l = srv.get(n);
+        if (!l) srv.set(n, (l = []));
+        l.push({ port: p.port, target: epName });
+      }
+    }
+  }
+  for (const [n, l] of srv) {
+    const weight = Math.max(1, Math.floor(100 / l.length));
+    for (const s of l) out.push({ name: n, type: TYPE.SRV, ttl, priority: 0, weight, port: s.port, target: s.target });
+  }
+  return out;
+}
+
+export class ClusterZone {
+  readonly zone: string;
+  readonly zoneKey: string;
+  readonly ttl: number;
+  private readonly names = new Map<string, NameNode>();
+  /** The same nodes by hash of their wire name: lookups hash the packet's bytes, no string is built. */
+  private readonly byHash = new Map<number, NameNode>();
+  private readonly zoneWire: Buffer;
+  private readonly zoneLabels: number;
+  /** owner -> the names it contributed (with their records). */
+  private readonly contrib = new Map<string, Map<string, RR[]>>();
+  /** service key -> keys of its EndpointSlices. */
+  private readonly slicesOf = new Map<string, Set<string>>();
+  private readonly namespaces = new Set<string>();
+  private readonly reverse: Cidr[];
+  private readonly soaOwner: [string, string, string];
+  private readonly negCache = new Map<number, Template>();
+  private negGen = -1;
+  private gen = 0;
+  private serial: number;
+  private unsubscribe: (() => void) | null = null;
+  private readonly nsAddresses: string[];
+  /** Called after every applied change (the server clears its caches). */
+  onUpdate: (() => void) | null = null;
+
+  constructor(private readonly reader: ClusterReader, opts: ZoneOptions = {}) {
+    this.zone = normalizeName(opts.zone ?? 'cluster.local');
+    if (!this.zone) throw new Error('zone: invalid value "" (e.g. cluster.local)');
+    this.zoneKey = keyOfName(this.zone);
+    this.zoneWire = nameToWire(this.zone);
+    this.zoneLabels = this.zone.split('.').length;
+    this.ttl = opts.ttl ?? 5;
+    if (!Number.isInteger(this.ttl) || this.ttl < 0 || this.ttl > 86400) throw new Error(`ttl: invalid value ${JSON.stringify(opts.ttl)} (0..86400)`);
+    this.reverse = (opts.reverseCidrs ?? []).map(parseCidr);
+    this.nsAddresses = (opts.nsAddresses ?? []).filter(validIP);
+    this.soaOwner = [this.zone, REV4, REV6];
+    this.serial = Math.floor(Date.now() / 1000);
+  }
+
+  /** Builds the whole index and follows changes. */
+  start(): void {
+    this.rebuild();
+    this.unsubscribe = this.reader.onChange((changes) => this.apply(changes));
+  }
+
+  stop(): void {
+    this.unsubscribe?.();
+    this.unsubscribe = null;
+  }
+
+  get generation(): number {
+    return this.gen;
+  }
+
+  /** Rebuilds everything from the reader. */
+  rebuild(): void {
+    for (const owner of [...this.contrib.keys()]) this.setOwner(owner, []);
+    this.slicesOf.clear();
+    this.namespaces.clear();
+    this.setOwner('apex', this.apexRecords(), [`svc.${this.zone}`, `pod.${this.zone}`]);
+    for (const sl of this.reader.list('EndpointSlice')) {
+      const svc = sl.metadata.labels?.[SERVICE_NAME_LABEL];
+      if (svc) this.linkSlice(`${sl.metadata.namespace}/${svc}`, `${sl.metadata.namespace}/${sl.metadata.name}`);
+    }
+    for (const ns of this.reader.list('Namespace')) this.updateNamespace(ns.metadata.name);
+    for (const svc of this.reader.list('Service')) this.updateService(`${svc.metadata.namespace}/${svc.metadata.name}`);
+    this.bump();
+  }
+
+  /** Applies changes from the reader (incrementally: only the services and namespaces touched). */
+  apply(changes: readonly Change[]): void {
+    const services = new Set<string>();
+    for (const c of changes) {
+      if (c.kind === 'Service') services.add(c.key);
+      else if (c.kind === 'EndpointSlice') {
+        // A slice may move between services (its label changed): unlink old, link new.
+        const old = c.old as EndpointSlice | undefined;
+        const cur = c.obj as EndpointSlice | undefined;
+        const oldSvc = old?.metadata.labels?.[SERVICE_NAME_LABEL];
+        const newSvc = cur?.metadata.labels?.[SERVICE_NAME_LABEL];
+        if (old && oldSvc) {
+          const sk = `${old.metadata.namespace}/${oldSvc}`;
+          this.slicesOf.get(sk)?.delete(c.key);
+          services.add(sk);
+        }
+        if (cur && newSvc) {
+          const sk = `${cur.metadata.namespace}/${newSvc}`;
+          this.linkSlice(sk, c.key);
+          services.add(sk);
+        }
+      } else if (c.kind === 'Namespace') {
+        this.updateNamespace(c.key);
+      }
+    }
+    for (const s of services) this.updateService(s);
+    if (services.size || changes.some((c) => c.kind === 'Namespace')) this.bump();
+  }
+
+  private linkSlice(svcKey: string, sliceKey: string): void {
+    let s = this.slicesOf.get(svcKey);
+    if (!s) this.slicesOf.set(svcKey, (s = new Set()));
+    s.add(sliceKey);
+  }
+
+  private bump(): void {
+    this.gen++;
+    this.serial = Math.max(this.serial + 1, Math.floor(Date.now() / 1000));
+    this.onUpdate?.();
+  }
+
+  private updateService(key: string): void {
+    const svc = this.reader.get('Service', key);
+    if (!svc) {
+      this.setOwner(`svc:${key}`, []);
+      return;
+    }
+    const slices: EndpointSlice[] = [];
+    for (const sk of this.slicesOf.get(key) ?? []) {
+      const sl = this.reader.get('EndpointSlice', sk);
+      if (sl && sl.metadata.labels?.[SERVICE_NAME_LABEL] === svc.metadata.name) slices.push(sl);
+    }
+    this.setOwner(`svc:${key}`, serviceRecords(svc, slices, this.zone, this.ttl));
+  }
+
+  private updateNamespace(name: string): void {
+    if (this.reader.get('Namespace', name)) {
+      this.namespaces.add(name.toLowerCase());
+      this.setOwner(`ns:${name}`, [], [`${name}.svc.${this.zone}`.toLowerCase(), `${name}.pod.${this.zone}`.toLowerCase()]);
+    } else {
+      this.namespaces.delete(name.toLowerCase());
+      this.setOwner(`ns:${name}`, []);
+    }
+  }
+
+  private apexRecords(): RR[] {
+    const z = this.zone;
+    const out: RR[] = [
+      { name: z, type: TYPE.NS, ttl: this.ttl, target: `ns.dns.${z}` },
+      { name: `dns-version.${z}`, type: TYPE.TXT, ttl: this.ttl, texts: ['1.1.0'] },
+    ];
+    for (const ip of this.nsAddresses) out.push(addrRR(`ns.dns.${z}`, ip, this.ttl));
+    return out;
+  }
+
+  private soa(kind: number): RR {
+    return {
+      name: this.soaOwner[kind]!, type: TYPE.SOA, ttl: this.ttl,
+      mname: `ns.dns.${this.zone}`, rname: `hostmaster.${this.zone}`,
+      serial: this.serial >>> 0, refresh: 7200, retry: 1800, expire: 86400, minimum: this.ttl,
+    };
+  }
+
+  /** Replaces what `owner` contributes; `empty` names exist without records. */
+  private setOwner(owner: string, rrs: readonly RR[], empty: readonly string[] = []): void {
+    const next = new Map<string, RR[]>();
+    for (const n of empty) if (validName(n)) next.set(n, []);
+    for (const r of rrs) {
+      // Names from the cluster are validated by the API server, but a manifest directory
+      // is not: a record whose name cannot be encoded is left out rather than crashing.
+      if (!validName(r.name) || ('target' in r && !validName(r.target))) continue;
+      let l = next.get(r.name);
+      if (!l) next.set(r.name, (l = []));
+      l.push(r);
+    }
+    const prev = this.contrib.get(owner);
+    if (prev) {
+      for (const n of prev.keys()) {
+        if (next.has(n)) continue;
+        const key = keyOfName(n);
+        const node = this.names.get(key);
+        if (!node) continue;
+        node.owners.delete(owner);
+        this.adjustAncestors(n, -1);
+        this.prune(key, node);
+      }
+    }
+    for (const [n, l] of next) {
+      const key = keyOfName(n);
+      const node = this.names.get(key) ?? this.addNode(key, n);
+      if (!node.owners.has(owner)) this.adjustAncestors(n, +1);
+      node.owners.set(owner, l);
+    }
+    if (next.size) this.contrib.set(owner, next);
+    else this.contrib.delete(owner);
+  }
+
+  private prune(key: string, node: NameNode): void {
+    if (node.owners.size === 0 && node.below === 0) this.removeNode(key, node);
+  }
+
+  private addNode(key: string, name: string): NameNode {
+    const node = new NameNode(name);
+    this.names.set(key, node);
+    node.nextSameHash = this.byHash.get(node.hash) ?? null;
+    this.byHash.set(node.hash, node);
+    return node;
+  }
+
+  private removeNode(key: string, node: NameNode): void {
+    this.names.delete(key);
+    let cur = this.byHash.get(node.hash) ?? null;
+    let prev: NameNode | null = null;
+    while (cur && cur !== node) {
+      prev = cur;
+      cur = cur.nextSameHash;
+    }
+    if (!cur) return;
+    if (prev) prev.nextSameHash = node.nextSameHash;
+    else if (node.nextSameHash) this.byHash.set(node.hash, node.nextSameHash);
+    else this.byHash.delete(node.hash);
+    node.nextSameHash = null;
+  }
+
+  private find(q: Query): NameNode | undefined {
+    let n = this.byHash.get(q.hash);
+    while (n !== undefined) {
+      if (q.nameEquals(n.wire)) return n;
+      n = n.nextSameHash ?? undefined;
+    }
+    return undefined;
+  }
+
+  /** Ancestors up to (excluding) the zone apex or the reverse root are empty non-terminals. */
+  private adjustAncestors(name: string, d: number): void {
+    let n = name;
+    for (;;) {
+      const dot = n.indexOf('.');
+      if (dot < 0) return;
+      n = n.slice(dot + 1);
+      if (n === this.zone || n === REV4 || n === REV6 || !n.includes('.')) return;
+      const key = keyOfName(n);
+      let node = this.names.get(key);
+      if (!node) {
+        if (d < 0) continue;
+        node = this.addNode(key, n);
+      }
+      node.below += d;
+      if (d < 0) this.prune(key, node);
+    }
+  }
+
+  /** Where a query name belongs. -1: outside anything skiff answers for. */
+  private kindOf(q: Query): number {
+    if (q.endsWithName(this.zoneWire)) return KIND_ZONE;
+    if (q.endsWithName(REV4_WIRE)) return KIND_V4;
+    if (q.endsWithName(REV6_WIRE)) return KIND_V6;
+    return -1;
+  }
+
+  /**
+   * Answers a query from the index. The hot path: one Map lookup and, after the first
+   * query per name/type/generation, a cached Template.
+   */
+  answer(q: Query): ZoneAnswer {
+    const node = this.find(q);
+    if (node !== undefined) {
+      if (node.gen === this.gen) {
+        const t = node.templates.get(q.qtype);
+        if (t !== undefined) return t;
+      } else {
+        node.templates.clear();
+        node.gen = this.gen;
+      }
+      const kind = this.kindOf(q);
+      if (kind < 0) return FORWARD; // cannot happen: nodes live under the zone or the reverse roots
+      const t = this.buildPositive(node, q.qtype, q.nameLen, kind);
+      if (!this.reader.hasSynced() && !('chase' in t) && (t.an === 0 || t.rcode !== RCODE.NOERROR)) return NOT_SYNCED;
+      node.templates.set(q.qtype, t);
+      return t;
+    }
+    const kind = this.kindOf(q);
+    if (kind < 0) return FORWARD;
+    if (kind === KIND_ZONE) {
+      // Only `<ip>.<ns>.pod.<zone>` can be a pod: checked on the labels before any parsing.
+      const pod = q.labelCount === this.zoneLabels + 3 && q.labelIs(2, 'pod') ? this.podAnswer(q) : null;
+      if (pod) return pod;
+    } else if (!this.reverseAuthoritative(q.key)) {
+      return FORWARD;
+    }
+    if (!this.reader.hasSynced()) return NOT_SYNCED;
+    return this.negative(kind, q.nameLen, RCODE.NXDOMAIN);
+  }
+
+  private reverseAuthoritative(key: string): boolean {
+    if (this.reverse.length === 0) return false;
+    const r = parseReverse(wireToName(Buffer.from(key, 'latin1')));
+    if (!r) return false;
+    for (const c of this.reverse) {
+      if (c.bytes.length !== r.bytes.length) continue;
+      if (r.bits >= c.prefix && prefixMatch(r.bytes, c.bytes, c.prefix)) return true;
+    }
+    return false;
+  }
+
+  /** NXDOMAIN/NODATA shared by every name of one length: only the SOA owner (a suffix) is pointed at. */
+  private negative(kind: number, qlen: number, rcode: number): Template {
+    if (this.negGen !== this.gen) {
+      this.negCache.clear();
+      this.negGen = this.gen;
+    }
+    const k = (qlen << 8) | (kind << 4) | rcode;
+    let t = this.negCache.get(k);
+    if (!t) {
+      const owner = this.soaOwner[kind]!;
+      // Any name of this length under the owner: the pointer targets only the owner suffix.
+      const name = placeholder(qlen, owner);
+      const w = new MsgWriter(name, TYPE.A, 1, owner);
+      w.add(this.soa(kind));
+      t = w.finish({ an: 0, ns: 1, ar: 0 }, rcode, true);
+      this.negCache.set(k, t);
+    }
+    return t;
+  }
+
+  private buildPositive(node: NameNode, qtype: number, qlen: number, kind: number): Template | ExternalChase {
+    const cname = node.records(TYPE.CNAME);
+    if (cname.length && qtype !== TYPE.CNAME && qtype !== TYPE.ANY) return this.chase(node, cname[0]!, qtype);
+    let rrs = node.records(qtype);
+    // The apex SOA is synthesised: its serial follows every change.
+    if (node.name === this.zone && (qtype === TYPE.SOA || qtype === TYPE.ANY)) rrs = [this.soa(KIND_ZONE), ...rrs];
+    if (rrs.length === 0) return this.negative(kind, qlen, RCODE.NOERROR);
+    const additional: RR[] = [];
+    if (qtype === TYPE.SRV || qtype === TYPE.NS) {
+      const seen = new Set<string>();
+      for (const r of rrs) {
+        if ((r.type !== TYPE.SRV && r.type !== TYPE.NS) || !('target' in r)) continue;
+        if (seen.has(r.target)) continue;
+        seen.add(r.target);
+        const t = this.names.get(keyOfName(r.target));
+        if (t) additional.push(...t.records(TYPE.A), ...t.records(TYPE.AAAA));
+      }
+    }
+    return buildTemplate(node.name, qtype, RCODE.NOERROR, true, rrs, [], additional);
+  }
+
+  /** Follows an in-zone CNAME chain (ExternalName pointing into the zone), or hands off to the forwarder. */
+  private chase(node: NameNode, first: RR, qtype: number): Template | ExternalChase {
+    const chain: RR[] = [first];
+    let target = (first as { target: string }).target;
+    for (let i = 0; i < MAX_CHAIN; i++) {
+      const inZone = target === this.zone || target.endsWith('.' + this.zone);
+      if (!inZone) return { chase: true, cnames: chain, target };
+      const next = this.names.get(keyOfName(target));
+      if (!next) {
+        const w = new MsgWriter(node.name, qtype);
+        for (const c of chain) w.add(c);
+        w.add(this.soa(KIND_ZONE));
+        return w.finish({ an: chain.length, ns: 1, ar: 0 }, RCODE.NXDOMAIN, true);
+      }
+      const c = next.records(TYPE.CNAME);
+      if (c.length) {
+        chain.push(c[0]!);
+        target = (c[0] as { target: string }).target;
+        continue;
+      }
+      const rrs = next.records(qtype);
+      return buildTemplate(node.name, qtype, RCODE.NOERROR, true, [...chain, ...rrs], rrs.length ? [] : [this.soa(KIND_ZONE)], []);
+    }
+    // A loop or an overlong chain: answer what we have.
+    return buildTemplate(node.name, qtype, RCODE.SERVFAIL, true, chain, [], []);
+  }
+
+  /** `a-b-c-d.<ns>.pod.<zone>` in CoreDNS's `pods insecure` mode: the dashed address, for existing namespaces. */
+  private podAnswer(q: QueryInfo): Template | null {
+    const name = wireToName(q.nameOrig);
+    const rest = name.slice(0, name.length - this.zone.length - 1);
+    const labels = rest.split('.');
+    if (labels.length !== 3 || labels[2] !== 'pod' || !this.namespaces.has(labels[1]!)) return null;
+    const d = labels[0]!;
+    let ip: string | null = null;
+    if (/^\d{1,3}(-\d{1,3}){3}$/.test(d) && isIPv4(d.replace(/-/g, '.'))) ip = d.replace(/-/g, '.');
+    else if (d.includes('-') && isIPv6(d.replace(/-/g, ':'))) ip = d.replace(/-/g, ':');
+    if (!ip) return null;
+    const rr = addrRR(name, ip, this.ttl);
+    if (q.qtype !== rr.type && q.qtype !== TYPE.ANY) return this.negative(KIND_ZONE, q.nameOrig.length, RCODE.NOERROR);
+    return buildTemplate(name, q.qtype, RCODE.NOERROR, true, [rr], [], []);
+  }
+
+  /** Records at a name (tests, debugging). */
+  lookupName(name: string, type: number): RR[] {
+    return this.names.get(keyOfName(name))?.records(type) ?? [];
+  }
+
+  /** Number of names in the index. */
+  get size(): number {
+    return this.names.size;
+  }
+
+  /** Synthesises the SOA-only negative answer for an ExternalName chase that failed. */
+  soaRecord(): RR {
+    return this.soa(KIND_ZONE);
+  }
+}
+
+const REV4_WIRE = nameToWire(REV4);
+const REV6_WIRE = nameToWire(REV6);
+
+/** A name of exactly `qlen` wire bytes ending in `owner` (for length-keyed negative templates). */
+function placeholder(qlen: number, owner: string): string {
+  const ownerLen = owner === '' ? 1 : owner.length + 2;
+  let left = qlen - ownerLen; // bytes of labels (each: length byte + 1..63 characters)
+  const labels: string[] = [];
+  while (left > 0) {
+    // Never leave a remainder of 1 byte: no label is that short.
+    const take = left <= 64 ? left : left - 64 === 1 ? 63 : 64;
+    labels.push('x'.repeat(take - 1));
+    left -= take;
+  }
+  return [...labels, owner].join('.');
+}
+
+function validName(n: string): boolean {
+  try {
+    keyOfName(n);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,247 @@
+// The proxy's desired nftables state (pure). One table per IP family, `ip
+// skiff-proxy` and `ip6 skiff-proxy` (as kube-proxy does): the families' maps have
+// different key types anyway, each family can fail and resync alone, and a node
+// without IPv6 services never needs the ip6 table.
+//
+//   nat-prerouting / nat-output (nat, dstnat)    jump services
+//   nat-postrouting (nat, srcnat)                jump masquerading
+//   filter-input / filter-forward / filter-output (filter, priority filter - 10)
+//                                                new connections to services without
+//                                                usable endpoints: reject (or drop)
+//   services            daddr . l4proto . dport vmap @service-ips
+//                       <node address> l4proto . dport vmap @service-nodeports
+//   service-H-ns/name/proto/port     per service port, cluster traffic: masquerade mark
+//                       for sources outside the cluster CIDR, affinity lookups, then
+//                       numgen inc (round-robin, default) or random over endpoints
+//   external-H-...      per service port, external traffic (NodePort, externalIPs, LB):
+//                       eTP Cluster: mark + the service chain; eTP Local: pods and the
+//                       node go to the service chain, others to local endpoints only,
+//                       unmasqueraded (client IP preserved)
+//   endpoint-H-...__IP/port   hairpin mark, affinity refresh, DNAT
+//   affinity-H-...__IP/port   set of client IPs (flags dynamic,timeout) per endpoint
+//   masquerading        packets carrying the mark are masqueraded (mark cleared)
+//   reject-chain        ICMP port unreachable
+//
+// NodePorts answer on the configured node IPs (`nodeport-ips`), or when none are
+// configured on every local address except loopback (`fib daddr type local`,
+// daddr != 127.0.0.0/8 / ::1): NodePorts never answer on 127.0.0.1.
+//
+// Services whose (internal or external) traffic has nowhere to go are listed in
+// `no-endpoint-services` / `no-endpoint-nodeports`: reject when the service has no
+// usable endpoint at all, drop when a Local traffic policy excludes the endpoints it
+// has (kube-proxy does the same).
+import { hashedName, type Expr, type Literal, type MapObj, type NftObject, type SetObj, type VerdictExpr } from '../os/nft.js';
+import type { EndpointInfo, IPFamily, ServicePortState } from './model.js';
+import { selectEndpoints } from './model.js';
+
+export const PROXY_TABLE = 'skiff-proxy';
+/** The packet mark bit meaning "masquerade in postrouting" (kube-proxy uses the same bit). */
+export const MASQ_MARK = 0x4000;
+
+export interface RulesetConfig {
+  /** Pod network(s); sources outside them are masqueraded when they reach a cluster IP. */
+  clusterCIDRs: string[];
+  balancing: 'round-robin' | 'random';
+  /** Masquerade all service traffic. */
+  masqueradeAll?: boolean;
+  /** Addresses NodePorts answer on; empty = every local address except loopback. */
+  nodeIPs: string[];
+}
+
+export interface FragElement {
+  map: 'service-ips' | 'service-nodeports' | 'no-endpoint-services' | 'no-endpoint-nodeports';
+  key: Literal[];
+  value: VerdictExpr;
+  comment?: string;
+}
+
+/** What one service contributes to a family's table. Chains and sets are owned by the service. */
+export interface Fragment {
+  chains: Map<string, (readonly Expr[])[]>;
+  sets: Map<string, SetObj>;
+  elements: FragElement[];
+}
+
+const fam = (f: IPFamily) => (f === 4 ? 'ip' : 'ip6');
+const addrType = (f: IPFamily) => (f === 4 ? 'ipv4_addr' : 'ipv6_addr');
+const saddr = (f: IPFamily) => (f === 4 ? 'ip saddr' : 'ip6 saddr');
+const daddr = (f: IPFamily) => (f === 4 ? 'ip daddr' : 'ip6 daddr');
+const isV4 = (s: string) => !s.includes(':');
+const ofFamily = (list: readonly string[], f: IPFamily) => list.filter((x) => isV4(x) === (f === 4));
+
+export const MAP_TYPES: Record<FragElement['map'], { type: ('ipv4_addr' | 'ipv6_addr' | 'inet_proto' | 'inet_service')[]; withAddr: boolean }> = {
+  'service-ips': { type: ['inet_proto', 'inet_service'], withAddr: true },
+  'no-endpoint-services': { type: ['inet_proto', 'inet_service'], withAddr: true },
+  'service-nodeports': { type: ['inet_proto', 'inet_service'], withAddr: false },
+  'no-endpoint-nodeports': { type: ['inet_proto', 'inet_service'], withAddr: false },
+};
+
+export function mapObjects(f: IPFamily): MapObj[] {
+  return (Object.keys(MAP_TYPES) as FragElement['map'][]).map((name) => ({
+    kind: 'map',
+    name,
+    type: MAP_TYPES[name].withAddr ? [addrType(f), ...MAP_TYPES[name].type] : [...MAP_TYPES[name].type],
+    value: 'verdict',
+  }));
+}
+
+/** The condition "the destination is a NodePort address". */
+function nodePortMatch(f: IPFamily, cfg: RulesetConfig): Expr[] {
+  if (ofFamily(cfg.nodeIPs, f).length > 0) return [{ match: daddr(f), value: { set: 'nodeport-ips' } }];
+  return [
+    { fib: 'daddr', type: 'local' },
+    { match: daddr(f), op: '!=', value: f === 4 ? '127.0.0.0/8' : '::1' },
+  ];
+}
+
+/** Table, base chains, helper chains and maps: everything not owned by a service. */
+export function staticObjects(f: IPFamily, cfg: RulesetConfig): NftObject[] {
+  const objs: NftObject[] = [{ kind: 'table', comment: 'skiff service proxy; managed by the skiff agent' }];
+  const nodeIPs = ofFamily(cfg.nodeIPs, f);
+  const base = (name: string, type: 'nat' | 'filter', hook: 'prerouting' | 'output' | 'postrouting' | 'input' | 'forward', priority: string | number): NftObject => ({ kind: 'chain', name, type, hook, priority });
+  objs.push(
+    base('nat-prerouting', 'nat', 'prerouting', 'dstnat'),
+    // -100 is dstnat; nft 1.0.x accepts the name only on prerouting.
+    base('nat-output', 'nat', 'output', -100),
+    base('nat-postrouting', 'nat', 'postrouting', 'srcnat'),
+    base('filter-input', 'filter', 'input', 'filter - 10'),
+    base('filter-forward', 'filter', 'forward', 'filter - 10'),
+    base('filter-output', 'filter', 'output', 'filter - 10'),
+  );
+  for (const name of ['services', 'masquerading', 'mark-for-masquerade', 'service-endpoints-check', 'nodeport-endpoints-check', 'reject-chain']) objs.push({ kind: 'chain', name });
+  objs.push(...mapObjects(f));
+  if (nodeIPs.length > 0) {
+    objs.push({ kind: 'set', name: 'nodeport-ips', type: [addrType(f)], comment: 'addresses NodePorts answer on' });
+    for (const ip of nodeIPs) objs.push({ kind: 'element', set: 'nodeport-ips', key: [ip] });
+  }
+  const rule = (chain: string, ...rule: Expr[]): NftObject => ({ kind: 'rule', chain, rule });
+  const svcKey = [daddr(f), 'meta l4proto', 'th dport'] as const;
+  objs.push(
+    rule('nat-prerouting', { jump: 'services' }),
+    rule('nat-output', { jump: 'services' }),
+    rule('nat-postrouting', { jump: 'masquerading' }),
+    rule('filter-input', { ctState: ['new'] }, { jump: 'service-endpoints-check' }),
+    rule('filter-input', { ctState: ['new'] }, { jump: 'nodeport-endpoints-check' }),
+    rule('filter-forward', { ctState: ['new'] }, { jump: 'service-endpoints-check' }),
+    rule('filter-output', { ctState: ['new'] }, { jump: 'service-endpoints-check' }),
+    rule('filter-output', { ctState: ['new'] }, { jump: 'nodeport-endpoints-check' }),
+    rule('services', { vmap: { set: 'service-ips' }, key: svcKey }),
+    rule('services', ...nodePortMatch(f, cfg), { vmap: { set: 'service-nodeports' }, key: ['meta l4proto', 'th dport'] }),
+    rule('masquerading', { markMask: MASQ_MARK, value: 0 }, { verdict: 'return' }),
+    rule('masquerading', { setMark: MASQ_MARK, how: 'xor' }),
+    rule('masquerading', { masquerade: true, fullyRandom: true }),
+    rule('mark-for-masquerade', { setMark: MASQ_MARK, how: 'or' }),
+    rule('service-endpoints-check', { vmap: { set: 'no-endpoint-services' }, key: svcKey }),
+    rule('nodeport-endpoints-check', ...nodePortMatch(f, cfg), { vmap: { set: 'no-endpoint-nodeports' }, key: ['meta l4proto', 'th dport'] }),
+    rule('reject-chain', { reject: f === 4 ? 'icmp port-unreachable' : 'icmpv6 port-unreachable' }),
+  );
+  return objs;
+}
+
+/** kube-proxy-style readable identity of a service port: ns/name/proto/portname. */
+function portIdent(sp: ServicePortState): string {
+  const i = sp.info;
+  return `${i.namespace}/${i.name}/${i.protocol.toLowerCase()}/${i.portName}`;
+}
+
+export function serviceChainName(sp: ServicePortState): string {
+  return hashedName('service', `${sp.info.family}/${portIdent(sp)}`, portIdent(sp));
+}
+export function externalChainName(sp: ServicePortState): string {
+  return hashedName('external', `${sp.info.family}/${portIdent(sp)}`, portIdent(sp));
+}
+export function endpointChainName(sp: ServicePortState, ep: EndpointInfo): string {
+  const id = `${portIdent(sp)}__${ep.ip}/${ep.port}`;
+  return hashedName('endpoint', `${sp.info.family}/${id}`, id);
+}
+/** The affinity set's name includes the timeout, so a timeout change makes a new set instead of redefining one in use. */
+export function affinitySetName(sp: ServicePortState, ep: EndpointInfo): string {
+  const id = `${portIdent(sp)}__${ep.ip}/${ep.port}`;
+  return hashedName('affinity', `${sp.info.family}/${id}/${sp.info.affinityTimeout}`, id);
+}
+
+/** Affinity lookups (sticky clients first), then the balancing rule, over `eps`. */
+function balanceRules(sp: ServicePortState, eps: EndpointInfo[], cfg: RulesetConfig): Expr[][] {
+  const f = sp.info.family;
+  const rules: Expr[][] = [];
+  if (sp.info.affinityTimeout !== undefined) {
+    for (const ep of eps) rules.push([{ match: saddr(f), value: { set: affinitySetName(sp, ep) } }, { goto: endpointChainName(sp, ep) }]);
+  }
+  if (eps.length === 1) rules.push([{ goto: endpointChainName(sp, eps[0]!) }]);
+  else rules.push([{ numgen: cfg.balancing === 'random' ? 'random' : 'inc', vmap: eps.map((ep) => ({ goto: endpointChainName(sp, ep) })) }]);
+  return rules;
+}
+
+/** The chains, sets and map elements of one service (all its ports of family `f`). */
+export function serviceFragment(f: IPFamily, cfg: RulesetConfig, ports: readonly ServicePortState[]): Fragment {
+  const frag: Fragment = { chains: new Map(), sets: new Map(), elements: [] };
+  const cidrs = ofFamily(cfg.clusterCIDRs, f);
+  for (const sp of ports) {
+    const i = sp.info;
+    if (i.family !== f) continue;
+    const proto = i.protocol.toLowerCase();
+    const comment = `${i.namespace}/${i.name}${i.portName ? ':' + i.portName : ''}`;
+    const sel = selectEndpoints(sp);
+    const svcChain = serviceChainName(sp);
+    const extChain = externalChainName(sp);
+    const noEndpoints: VerdictExpr = sel.any ? { verdict: 'drop' } : { goto: 'reject-chain' };
+
+    // Cluster traffic.
+    if (sel.cluster.length > 0) {
+      const rules: Expr[][] = [];
+      if (cfg.masqueradeAll) rules.push([{ jump: 'mark-for-masquerade' }]);
+      else if (cidrs.length > 0) rules.push([{ match: daddr(f), value: i.clusterIP }, { match: saddr(f), op: '!=', value: cidrs }, { jump: 'mark-for-masquerade' }]);
+      rules.push(...balanceRules(sp, sel.cluster, cfg));
+      frag.chains.set(svcChain, rules);
+      frag.elements.push({ map: 'service-ips', key: [i.clusterIP, proto, i.port], value: { goto: svcChain }, comment });
+    } else {
+      frag.elements.push({ map: 'no-endpoint-services', key: [i.clusterIP, proto, i.port], value: noEndpoints, comment });
+    }
+
+    // External traffic: NodePort, external IPs, load-balancer IPs.
+    const externalDests = [...i.externalIPs, ...i.loadBalancerIPs];
+    const hasExternal = i.nodePort !== undefined || externalDests.length > 0;
+    // Endpoint chains exist only for endpoints some chain balances to.
+    const used = new Map<string, EndpointInfo>();
+    for (const ep of [...sel.cluster, ...(hasExternal ? sel.external : [])]) used.set(`${ep.ip}/${ep.port}`, ep);
+    if (hasExternal) {
+      if (sel.external.length > 0) {
+        const rules: Expr[][] = [];
+        if (!i.externalLocal) {
+          rules.push([{ jump: 'mark-for-masquerade' }]);
+          if (sel.cluster.length > 0) rules.push([{ goto: svcChain }]);
+          else rules.push(...balanceRules(sp, sel.external, cfg));
+        } else {
+          // Pods and the node itself are not "external": they use all endpoints.
+          if (sel.cluster.length > 0 && !i.internalLocal) {
+            if (cidrs.length > 0) rules.push([{ match: saddr(f), value: cidrs }, { goto: svcChain }]);
+            rules.push([{ fib: 'saddr', type: 'local' }, { jump: 'mark-for-masquerade' }]);
+            rules.push([{ fib: 'saddr', type: 'local' }, { goto: svcChain }]);
+          }
+          rules.push(...balanceRules(sp, sel.external, cfg));
+        }
+        frag.chains.set(extChain, rules);
+        for (const ip of externalDests) frag.elements.push({ map: 'service-ips', key: [ip, proto, i.port], value: { goto: extChain }, comment: `${comment} external` });
+        if (i.nodePort !== undefined) frag.elements.push({ map: 'service-nodeports', key: [proto, i.nodePort], value: { goto: extChain }, comment: `${comment} nodePort` });
+      } else {
+        for (const ip of externalDests) frag.elements.push({ map: 'no-endpoint-services', key: [ip, proto, i.port], value: noEndpoints, comment: `${comment} external` });
+        if (i.nodePort !== undefined) frag.elements.push({ map: 'no-endpoint-nodeports', key: [proto, i.nodePort], value: noEndpoints, comment: `${comment} nodePort` });
+      }
+    }
+
+    // Endpoint chains (and affinity sets) for every endpoint some chain balances to.
+    for (const ep of used.values()) {
+      const rules: Expr[][] = [[{ match: saddr(f), value: ep.ip }, { jump: 'mark-for-masquerade' }]];
+      if (i.affinityTimeout !== undefined) {
+        const set = affinitySetName(sp, ep);
+        frag.sets.set(set, { kind: 'set', name: set, type: [addrType(f)], flags: ['dynamic', 'timeout'], timeout: i.affinityTimeout });
+        rules.push([{ update: set, key: [saddr(f)] }]);
+      }
+      rules.push([{ match: 'meta l4proto', value: proto }, { dnat: ep.ip, port: ep.port }]);
+      frag.chains.set(endpointChainName(sp, ep), rules);
+    }
+  }
+  return frag;
+}
+
+export const tableFamily = fam;

@@ -1,0 +1,365 @@
+// The proxy's memory of one family's table (pure): the desired fragments per
+// service, and what it believes the kernel holds (chain contents by hash, sets, map
+// elements). `plan()` turns the difference into one transaction; `commit()` records
+// it once nft succeeded. The kernel is never listed to compute a diff.
+//
+//   rebuild (first sync, after any failure): add + delete + re-add the table and write
+//     everything in the same transaction — atomic, and adopts whatever table a
+//     previous agent left (dynamic affinity entries and numgen counters restart);
+//   incremental: only services marked dirty are compared: new chains are added,
+//     changed chains flushed and rewritten, map elements diffed one by one; chains and
+//     sets a service no longer uses are flushed now and deleted in a later
+//     transaction (older kernels keep a reference to a chain briefly after the rules
+//     pointing at it are gone, as kube-proxy notes).
+//
+// Map elements may be claimed by several services (two services with the same
+// external IP and port, or the same NodePort); the service whose key sorts first
+// wins, deterministically, whatever order changes arrive in.
+import { Transaction, keyString, type Expr, type KeyType, type MapObj, type NftObject, type SetObj, type VerdictExpr } from '../os/nft.js';
+import type { IPFamily } from './model.js';
+import { PROXY_TABLE, mapObjects, type FragElement, type Fragment } from './ruleset.js';
+
+interface Claim {
+  el: FragElement;
+  valueStr: string;
+}
+
+export interface PlanStats {
+  rebuild: boolean;
+  chainsAdded: number;
+  chainsRewritten: number;
+  chainsFlushedStale: number;
+  chainsDeleted: number;
+  setsAdded: number;
+  setsDeleted: number;
+  elementsAdded: number;
+  elementsDeleted: number;
+}
+
+export interface Plan {
+  tx: Transaction;
+  stats: PlanStats;
+  /** Records the plan as applied. Call only after nft succeeded. */
+  commit(): void;
+}
+
+const rulesHash = (rules: readonly (readonly Expr[])[]) => JSON.stringify(rules);
+const setHash = (s: SetObj) => JSON.stringify([s.type, s.flags, s.timeout]);
+const verdictStr = (v: VerdictExpr) => JSON.stringify(v);
+
+export class TableState {
+  readonly family: IPFamily;
+  /** Desired fragments by service key. */
+  private readonly desired = new Map<string, Fragment>();
+  /** Fragments as last applied, by service key. */
+  private readonly applied = new Map<string, Fragment>();
+  private readonly dirty = new Set<string>();
+  /** "map|key" -> claiming service -> element. */
+  private readonly claims = new Map<string, Map<string, Claim>>();
+  /** What the kernel holds (as far as we know). */
+  private readonly kChains = new Map<string, string>();
+  private readonly kSets = new Map<string, string>();
+  private readonly kElements = new Map<string, Claim>();
+  /** Chains/sets flushed and awaiting deletion: name -> generation they went stale in. */
+  private readonly stale = new Map<string, { kind: 'chain' | 'set'; gen: number }>();
+  private generation = 0;
+  private needRebuild = true;
+  private readonly maps: Map<string, MapObj>;
+
+  constructor(
+    family: IPFamily,
+    private staticObjs: NftObject[],
+  ) {
+    this.family = family;
+    this.maps = new Map(mapObjects(family).map((m) => [m.name, m]));
+  }
+
+  /** Forces the next plan to rebuild the whole table (after a failure, or on start). */
+  invalidate(): void {
+    this.needRebuild = true;
+  }
+
+  get rebuildPending(): boolean {
+    return this.needRebuild;
+  }
+
+  /** Replaces the static part (config change); forces a rebuild. */
+  setStatic(objs: NftObject[]): void {
+    this.staticObjs = objs;
+    this.needRebuild = true;
+  }
+
+  /** Sets (or with undefined removes) a service's desired fragment. */
+  setService(key: string, frag: Fragment | undefined): void {
+    const old = this.desired.get(key);
+    if (old) for (const el of old.elements) this.unclaim(key, el);
+    if (frag && (frag.chains.size > 0 || frag.elements.length > 0)) {
+      this.desired.set(key, frag);
+      for (const el of frag.elements) this.claim(key, el);
+    } else this.desired.delete(key);
+    this.dirty.add(key);
+  }
+
+  serviceKeys(): IterableIterator<string> {
+    return this.desired.keys();
+  }
+
+  /** Number of chains in the kernel (desired and stale). */
+  get chainCount(): number {
+    return this.kChains.size;
+  }
+
+  private elKey(el: FragElement): string {
+    const m = this.maps.get(el.map)!;
+    return `${el.map}|${keyString(m.type as KeyType[], el.key)}`;
+  }
+
+  private claim(svc: string, el: FragElement): void {
+    const k = this.elKey(el);
+    let m = this.claims.get(k);
+    if (!m) this.claims.set(k, (m = new Map()));
+    m.set(svc, { el, valueStr: verdictStr(el.value) });
+  }
+
+  private unclaim(svc: string, el: FragElement): void {
+    const k = this.elKey(el);
+    const m = this.claims.get(k);
+    if (!m) return;
+    m.delete(svc);
+    if (m.size === 0) this.claims.delete(k);
+  }
+
+  /** The winning claim of an element key: the smallest service key. */
+  private winner(k: string): Claim | undefined {
+    const m = this.claims.get(k);
+    if (!m) return undefined;
+    let best: string | undefined;
+    for (const svc of m.keys()) if (best === undefined || svc < best) best = svc;
+    return m.get(best!);
+  }
+
+  /** Element keys claimed by more than one service (for logging). */
+  conflicts(): { key: string; services: string[] }[] {
+    const out: { key: string; services: string[] }[] = [];
+    for (const [k, m] of this.claims) if (m.size > 1) out.push({ key: k, services: [...m.keys()].sort() });
+    return out;
+  }
+
+  plan(): Plan {
+    return this.needRebuild ? this.planRebuild() : this.planIncremental();
+  }
+
+  private newTx(): Transaction {
+    const tx = new Transaction(this.family === 4 ? 'ip' : 'ip6', PROXY_TABLE);
+    for (const m of this.maps.values()) tx.declare(m);
+    return tx;
+  }
+
+  private stats(rebuild: boolean): PlanStats {
+    return { rebuild, chainsAdded: 0, chainsRewritten: 0, chainsFlushedStale: 0, chainsDeleted: 0, setsAdded: 0, setsDeleted: 0, elementsAdded: 0, elementsDeleted: 0 };
+  }
+
+  private planRebuild(): Plan {
+    const tx = this.newTx();
+    const st = this.stats(true);
+    tx.add({ kind: 'table' });
+    tx.delete({ kind: 'table' });
+    const elements: NftObject[] = [];
+    const rules: NftObject[] = [];
+    for (const o of this.staticObjs) {
+      if (o.kind === 'element') elements.push(o);
+      else if (o.kind === 'rule') rules.push(o);
+      else tx.add(o);
+    }
+    const chains = new Map<string, string>();
+    const sets = new Map<string, string>();
+    for (const frag of this.desired.values()) {
+      for (const [name, rs] of frag.chains) {
+        tx.add({ kind: 'chain', name });
+        chains.set(name, rulesHash(rs));
+        st.chainsAdded++;
+      }
+      for (const [name, s] of frag.sets) {
+        tx.add(s);
+        sets.set(name, setHash(s));
+        st.setsAdded++;
+      }
+    }
+    for (const r of rules) tx.add(r);
+    for (const frag of this.desired.values()) for (const [name, rs] of frag.chains) for (const r of rs) tx.add({ kind: 'rule', chain: name, rule: r });
+    for (const e of elements) tx.add(e);
+    const kel = new Map<string, Claim>();
+    for (const k of this.claims.keys()) {
+      const w = this.winner(k)!;
+      kel.set(k, w);
+      tx.add(this.elementObj(w.el));
+      st.elementsAdded++;
+    }
+    return {
+      tx,
+      stats: st,
+      commit: () => {
+        this.kChains.clear();
+        for (const [k, v] of chains) this.kChains.set(k, v);
+        this.kSets.clear();
+        for (const [k, v] of sets) this.kSets.set(k, v);
+        this.kElements.clear();
+        for (const [k, v] of kel) this.kElements.set(k, v);
+        this.stale.clear();
+        this.applied.clear();
+        for (const [k, v] of this.desired) this.applied.set(k, v);
+        this.dirty.clear();
+        this.needRebuild = false;
+        this.generation++;
+      },
+    };
+  }
+
+  private elementObj(el: FragElement): NftObject {
+    return { kind: 'element', set: el.map, key: el.key, value: el.value, ...(el.comment !== undefined ? { comment: el.comment } : {}) };
+  }
+
+  private planIncremental(): Plan {
+    const tx = this.newTx();
+    const st = this.stats(false);
+    const gen = this.generation;
+    const chainUpdates = new Map<string, string>(); // name -> new hash
+    const setUpdates = new Map<string, string>();
+    const newlyStale = new Map<string, 'chain' | 'set'>();
+    const unstale: string[] = [];
+    const ruleOps: [string, (readonly Expr[])[], boolean][] = []; // chain, rules, flush first
+    const touchedKeys = new Set<string>();
+
+    const wantChains = new Map<string, (readonly Expr[])[]>();
+    const wantSets = new Map<string, SetObj>();
+    const hadChains = new Set<string>();
+    const hadSets = new Set<string>();
+    for (const svc of this.dirty) {
+      const now = this.desired.get(svc);
+      const before = this.applied.get(svc);
+      if (now) {
+        for (const [n, r] of now.chains) wantChains.set(n, r);
+        for (const [n, s] of now.sets) wantSets.set(n, s);
+        for (const el of now.elements) touchedKeys.add(this.elKey(el));
+      }
+      if (before) {
+        for (const n of before.chains.keys()) hadChains.add(n);
+        for (const n of before.sets.keys()) hadSets.add(n);
+        for (const el of before.elements) touchedKeys.add(this.elKey(el));
+      }
+    }
+
+    // 1. Sets: new ones first (rules may reference them). A stale set with the same definition is reused.
+    for (const [name, s] of wantSets) {
+      const h = setHash(s);
+      const cur = this.kSets.get(name);
+      if (cur === h) {
+        if (this.stale.has(name)) unstale.push(name);
+        continue;
+      }
+      if (cur !== undefined) {
+        // Same name, other definition: only possible for a stale set (names hash the timeout); replace it.
+        tx.delete({ kind: 'set', name });
+        st.setsDeleted++;
+        unstale.push(name);
+      }
+      tx.add(s);
+      setUpdates.set(name, h);
+      st.setsAdded++;
+    }
+    // 2. Chains: declare new ones, then write rules of new and changed ones.
+    for (const [name, rules] of wantChains) {
+      const h = rulesHash(rules);
+      const cur = this.kChains.get(name);
+      if (this.stale.has(name)) unstale.push(name);
+      if (cur === h) continue;
+      if (cur === undefined) {
+        tx.add({ kind: 'chain', name });
+        st.chainsAdded++;
+        ruleOps.push([name, rules, false]);
+      } else {
+        st.chainsRewritten++;
+        ruleOps.push([name, rules, true]);
+      }
+      chainUpdates.set(name, h);
+    }
+    for (const [name, rules, flush] of ruleOps) {
+      if (flush) tx.flush({ kind: 'chain', name });
+      for (const r of rules) tx.add({ kind: 'rule', chain: name, rule: r });
+    }
+    // 3. Map elements.
+    const elementUpdates = new Map<string, Claim | undefined>();
+    const adds: FragElement[] = [];
+    for (const k of touchedKeys) {
+      const want = this.winner(k);
+      const have = this.kElements.get(k);
+      if (want && have && want.valueStr === have.valueStr && want.el.comment === have.el.comment) continue;
+      if (have) {
+        tx.delete({ kind: 'element', set: have.el.map, key: have.el.key });
+        st.elementsDeleted++;
+      }
+      if (want) adds.push(want.el);
+      elementUpdates.set(k, want);
+    }
+    for (const el of adds) {
+      tx.add(this.elementObj(el));
+      st.elementsAdded++;
+    }
+    // 4. Chains and sets no longer wanted: flush now, delete later.
+    for (const name of hadChains) {
+      if (wantChains.has(name) || this.stale.has(name) || !this.kChains.has(name)) continue;
+      tx.flush({ kind: 'chain', name });
+      newlyStale.set(name, 'chain');
+      st.chainsFlushedStale++;
+    }
+    for (const name of hadSets) {
+      if (wantSets.has(name) || this.stale.has(name) || !this.kSets.has(name)) continue;
+      newlyStale.set(name, 'set');
+    }
+    // 5. Delete what went stale in an earlier transaction and is still unwanted.
+    const deleted: string[] = [];
+    const unstaleSet = new Set(unstale);
+    for (const [name, s] of this.stale) {
+      if (s.gen >= gen + 1 || unstaleSet.has(name)) continue;
+      if (s.kind === 'chain') {
+        tx.delete({ kind: 'chain', name });
+        st.chainsDeleted++;
+      } else {
+        tx.delete({ kind: 'set', name });
+        st.setsDeleted++;
+      }
+      deleted.push(name);
+    }
+
+    return {
+      tx,
+      stats: st,
+      commit: () => {
+        for (const [n, h] of setUpdates) this.kSets.set(n, h);
+        for (const [n, h] of chainUpdates) this.kChains.set(n, h);
+        for (const n of unstale) this.stale.delete(n);
+        for (const [k, c] of elementUpdates) {
+          if (c) this.kElements.set(k, c);
+          else this.kElements.delete(k);
+        }
+        for (const [n, kind] of newlyStale) {
+          this.stale.set(n, { kind, gen: gen + 1 });
+          if (kind === 'chain') this.kChains.set(n, rulesHash([]));
+        }
+        for (const n of deleted) {
+          const s = this.stale.get(n)!;
+          this.stale.delete(n);
+          if (s.kind === 'chain') this.kChains.delete(n);
+          else this.kSets.delete(n);
+        }
+        for (const svc of this.dirty) {
+          const d = this.desired.get(svc);
+          if (d) this.applied.set(svc, d);
+          else this.applied.delete(svc);
+        }
+        this.dirty.clear();
+        this.generation = gen + 1;
+      },
+    };
+  }
+}

@@ -13,7 +13,7 @@ log=$(mktemp /tmp/skiff-test.XXXXXX)
 # Coverage is collected over the compiled JS (mapped back to TypeScript) and
 # reported; a threshold is not enforced.
 tap --reporter=tap --allow-incomplete-coverage --coverage-report=text-summary \
-    --timeout=900 --jobs=2 "${dirs[@]}" 2>&1 | tee "$log"
+    --timeout=1800 --jobs=2 "${dirs[@]}" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 
 tally=$(grep -E '^# \{ total: ' "$log" | tail -1)

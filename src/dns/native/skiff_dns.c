@@ -527,7 +527,12 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
     return throw_errno(env, "napi_create_threadsafe_function", EINVAL);
   }
   for (int i = 0; i < s->nworkers; i++) {
-    if (pthread_create(&s->workers[i].thread, NULL, worker_main, &s->workers[i]) == 0) s->workers[i].started = 1;
+    if (pthread_create(&s->workers[i].thread, NULL, worker_main, &s->workers[i]) == 0) {
+      s->workers[i].started = 1;
+      char tn[16];
+      snprintf(tn, sizeof tn, "skiff-dns-%d", i & 0xff);
+      pthread_setname_np(s->workers[i].thread, tn); /* visible in /proc/PID/task/TID/comm */
+    }
   }
   napi_value h;
   napi_create_external(env, s, handle_finalize, NULL, &h);

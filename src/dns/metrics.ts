@@ -134,9 +134,20 @@ export class DnsMetrics {
     };
   }
 
+  private registered: { registry: Registry; names: string[] } | null = null;
+
+  /** Removes this server's metrics from the registry (a server that failed to start, or stopped for good). */
+  unregister(): void {
+    const r = this.registered;
+    this.registered = null;
+    if (r) for (const n of r.names) r.registry.removeSingleMetric(n);
+  }
+
   private register(registry: Registry): void {
     const server = this.server;
+    this.registered = { registry, names: [] };
     const add = (name: string, help: string, type: 'counter' | 'histogram', values: () => MetricValue[]) => {
+      this.registered!.names.push(name);
       const metric = {
         name, help, type, aggregator: 'sum',
         get: async () => {

@@ -183,7 +183,7 @@ static int make_key(int maxUdp, const uint8_t *q, uint32_t len, uint8_t *key, in
   } else if (p != len) {
     return -1;
   }
-  if (qtype == 0 || qtype == 41 || qtype >= 251) { if (qtype != 255) return -1; }
+  if (qtype == 0 || qtype == 41 || (qtype >= 251 && qtype <= 254)) return -1; /* FORMERR/REFUSED/NOTIMP: JS's */
   if (qclass != 1 && qclass != 255) return -1;
   uint32_t limit = 512;
   if (edns) {

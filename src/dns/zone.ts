@@ -7,7 +7,7 @@ import { isIPv4, isIPv6 } from 'node:net';
 import type { Change, ClusterReader, EndpointSlice, Service } from '../cluster/types.js';
 import { ipToBytes, bytesToIp } from '../util/ip.js';
 import {
-  buildTemplate, hashBytes, keyOfName, MsgWriter, nameToWire, RCODE, TYPE, wireToName,
+  buildTemplate, hashKey, keyOfName, MsgWriter, nameToWire, RCODE, TYPE, wireToName,
   type Query, type QueryInfo, type RR, type Template,
 } from './wire.js';
 
@@ -59,15 +59,18 @@ class NameNode {
   readonly owners = new Map<string, RR[]>();
   /** Contributed names strictly below this one (an empty non-terminal exists while > 0). */
   below = 0;
-  readonly templates = new Map<number, Template | ExternalChase>();
+  /** Encoded answers per type, created on the first query (most names are never asked for). */
+  templates: Map<number, Template | ExternalChase> | null = null;
   gen = -1;
-  /** The lowercase wire name and its hash (the hot-path index), and the next node with the same hash. */
-  readonly wire: Buffer;
+  /**
+   * The hash of the lowercase wire name (the hot-path index), and the next node with the
+   * same hash. The wire name itself is the key (a latin1 string): no Buffer per name,
+   * whose pooled backing store would pin 8 KiB slabs.
+   */
   readonly hash: number;
   nextSameHash: NameNode | null = null;
-  constructor(readonly name: string) {
-    this.wire = nameToWire(name);
-    this.hash = hashBytes(this.wire, 0, this.wire.length);
+  constructor(readonly name: string, readonly key: string) {
+    this.hash = hashKey(key);
   }
 
   records(type: number): RR[] {
@@ -141,7 +144,8 @@ export function dashedName(ip: string): string {
 
 function addrRR(name: string, ip: string, ttl: number): RR {
   const b = ipToBytes(ip);
-  return { name, type: b.length === 4 ? TYPE.A : TYPE.AAAA, ttl, ip: b };
+  // Its own small ArrayBuffer: a slice of Buffer's shared pool would pin a whole 8 KiB slab.
+  return { name, type: b.length === 4 ? TYPE.A : TYPE.AAAA, ttl, ip: new Uint8Array(b) };
 }
 
 function normalizeName(s: string): string {
@@ -424,7 +428,7 @@ export class ClusterZone {
   }
 
   private addNode(key: string, name: string): NameNode {
-    const node = new NameNode(name);
+    const node = new NameNode(name, key);
     this.names.set(key, node);
     node.nextSameHash = this.byHash.get(node.hash) ?? null;
     this.byHash.set(node.hash, node);
@@ -449,7 +453,7 @@ export class ClusterZone {
   private find(q: Query): NameNode | undefined {
     let n = this.byHash.get(q.hash);
     while (n !== undefined) {
-      if (q.nameEquals(n.wire)) return n;
+      if (q.nameEqualsKey(n.key)) return n;
       n = n.nextSameHash ?? undefined;
     }
     return undefined;
@@ -490,17 +494,17 @@ export class ClusterZone {
     const node = this.find(q);
     if (node !== undefined) {
       if (node.gen === this.gen) {
-        const t = node.templates.get(q.qtype);
+        const t = node.templates?.get(q.qtype);
         if (t !== undefined) return t;
       } else {
-        node.templates.clear();
+        node.templates?.clear();
         node.gen = this.gen;
       }
       const kind = this.kindOf(q);
       if (kind < 0) return FORWARD; // cannot happen: nodes live under the zone or the reverse roots
       const t = this.buildPositive(node, q.qtype, q.nameLen, kind);
       if (!this.reader.hasSynced() && !('chase' in t) && (t.an === 0 || t.rcode !== RCODE.NOERROR)) return NOT_SYNCED;
-      node.templates.set(q.qtype, t);
+      (node.templates ??= new Map()).set(q.qtype, t);
       return t;
     }
     const kind = this.kindOf(q);

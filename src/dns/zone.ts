@@ -55,8 +55,14 @@ const REV4 = 'in-addr.arpa';
 const REV6 = 'ip6.arpa';
 
 class NameNode {
-  /** Records at this name per contributor (service, namespace, apex). An empty list still makes the name exist. */
-  readonly owners = new Map<string, RR[]>();
+  /**
+   * Records at this name per contributor (service, namespace, apex); an empty list still
+   * makes the name exist. Nearly every name has one contributor: it is kept inline, and
+   * a Map is made only for the rare name several contribute to (a shared address's PTR).
+   */
+  private o1: string | null = null;
+  private l1: RR[] | null = null;
+  private more: Map<string, RR[]> | null = null;
   /** Contributed names strictly below this one (an empty non-terminal exists while > 0). */
   below = 0;
   /** Encoded answers per type, created on the first query (most names are never asked for). */
@@ -73,9 +79,34 @@ class NameNode {
     this.hash = hashKey(key);
   }
 
+  hasOwner(o: string): boolean {
+    return this.o1 === o || (this.more?.has(o) ?? false);
+  }
+
+  setOwner(o: string, l: RR[]): void {
+    if (this.o1 === o) this.l1 = l;
+    else if (this.more?.has(o)) this.more.set(o, l);
+    else if (this.o1 === null) {
+      this.o1 = o;
+      this.l1 = l;
+    } else (this.more ??= new Map()).set(o, l);
+  }
+
+  deleteOwner(o: string): void {
+    if (this.o1 === o) {
+      this.o1 = null;
+      this.l1 = null;
+    } else this.more?.delete(o);
+  }
+
+  get ownerCount(): number {
+    return (this.o1 !== null ? 1 : 0) + (this.more?.size ?? 0);
+  }
+
   records(type: number): RR[] {
     const out: RR[] = [];
-    for (const list of this.owners.values()) for (const r of list) if (type === TYPE.ANY || r.type === type) out.push(r);
+    if (this.l1) for (const r of this.l1) if (type === TYPE.ANY || r.type === type) out.push(r);
+    if (this.more) for (const list of this.more.values()) for (const r of list) if (type === TYPE.ANY || r.type === type) out.push(r);
     return out;
   }
 }
@@ -408,7 +439,7 @@ export class ClusterZone {
         const key = keyOfName(n);
         const node = this.names.get(key);
         if (!node) continue;
-        node.owners.delete(owner);
+        node.deleteOwner(owner);
         this.adjustAncestors(n, -1);
         this.prune(key, node);
       }
@@ -416,15 +447,15 @@ export class ClusterZone {
     for (const [n, l] of next) {
       const key = keyOfName(n);
       const node = this.names.get(key) ?? this.addNode(key, n);
-      if (!node.owners.has(owner)) this.adjustAncestors(n, +1);
-      node.owners.set(owner, l);
+      if (!node.hasOwner(owner)) this.adjustAncestors(n, +1);
+      node.setOwner(owner, l);
     }
     if (next.size) this.contrib.set(owner, next);
     else this.contrib.delete(owner);
   }
 
   private prune(key: string, node: NameNode): void {
-    if (node.owners.size === 0 && node.below === 0) this.removeNode(key, node);
+    if (node.ownerCount === 0 && node.below === 0) this.removeNode(key, node);
   }
 
   private addNode(key: string, name: string): NameNode {

@@ -13,7 +13,7 @@ import { decode, FakeReader, fixture, query, svc } from '../helpers/dns.js';
 const native = dnsNative();
 
 /** Sends each packet from one socket and collects the answers by ID (in order of sending). */
-function ask(port: number, msgs: Buffer[], timeoutMs = 2000): Promise<(Buffer | null)[]> {
+function ask(port: number, msgs: Buffer[], timeoutMs = 5000): Promise<(Buffer | null)[]> {
   return new Promise((resolve) => {
     const s = dgram.createSocket('udp4');
     const out: (Buffer | null)[] = msgs.map(() => null);

@@ -296,6 +296,8 @@ const bench: Benchmark = {
         peak[mixName] = sq;
         rows.push({ metric: `skiff QPS, ${mixName} (1 core, client-bound when the server is not saturated)`, value: round(sq, 0), unit: 'qps', anchor: { name: 'Knot DNS, same run', value: round(kq, 0) }, target: '>= 100000', pass: sq >= 100000 });
         rows.push({ metric: `skiff queries per CPU-second, ${mixName}`, value: round(median(perCpu.skiff!), 0), unit: 'q/cpu-s', anchor: { name: 'Knot DNS', value: round(median(perCpu.knot!), 0) }, target: '>= 100000', pass: median(perCpu.skiff!) >= 100000 });
+        // Other load only ever lowers throughput: the best run is the closest to the machine's capability.
+        rows.push({ metric: `skiff QPS, ${mixName}, best of ${rounds} runs`, value: round(Math.max(...qps.skiff!), 0), unit: 'qps', anchor: { name: 'Knot DNS best run', value: round(Math.max(...qps.knot!), 0) } });
         rows.push({ metric: `skiff/knot QPS ratio, ${mixName} (median of back-to-back pairs)`, value: round(median(ratios), 2), unit: 'x' });
         notes.push(`${mixName}: lost skiff ${median(lost.skiff!)}% knot ${median(lost.knot!)}%; runs skiff ${qps.skiff!.map((x) => round(x, 0)).join(', ')}; knot ${qps.knot!.map((x) => round(x, 0)).join(', ')}`);
       }

@@ -108,7 +108,7 @@ export class FastUdp {
     }
     this.port = n.localPort(fds[0]!);
     this.threads = threads;
-    this.handle = n.start(fds, v6, o.maxUdp, o.maxEntries ?? 16384, o.maxBytes ?? 8 * 1024 * 1024, o.onMiss);
+    this.handle = n.start(fds, v6, o.maxUdp, o.maxEntries ?? 65536, o.maxBytes ?? 16 * 1024 * 1024, o.onMiss);
   }
 
   send(worker: number, addr: Buffer, data: Buffer): void {

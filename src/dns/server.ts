@@ -47,7 +47,7 @@ export interface DnsServerOptions extends ZoneOptions {
   fastPath?: boolean;
   /** Fast-path sockets/threads per address family (default: CPUs in the affinity mask). */
   threads?: number;
-  /** Entries and bytes of the fast path's answer cache (default 16384 / 8 MiB). */
+  /** Entries and bytes of the fast path's answer cache (default 65536 / 16 MiB). */
   fastCacheEntries?: number;
   fastCacheBytes?: number;
   /** Open the sockets inside this network namespace (the agent driving a node via --netns). */

@@ -321,6 +321,7 @@ export class Agent {
     this.log.info('stopping (kernel state is left in place)');
     this.unsubscribe?.();
     await Promise.all(this.entries.map((e) => e.runner.stop()));
+    await Promise.all(this.entries.map((e) => e.reconciler.stop?.().catch((err: unknown) => this.log.warn('reconciler stop failed', { reconciler: e.reconciler.name, error: String(err) }))));
     await this.source?.stop().catch((e: unknown) => this.log.warn('source stop failed', { error: String(e) }));
     await this.http?.close();
     this.log.info('stopped');

@@ -2,6 +2,7 @@
 // slots of typed arrays; prom-client reads them through custom collectors only when
 // /metrics is scraped (no label lookups or Map hashing per query).
 import type { Registry } from 'prom-client';
+import type { DnsNativeConstants } from './fastpath.js';
 import { TYPE } from './wire.js';
 
 const TYPE_NAMES = ['A', 'AAAA', 'NS', 'PTR', 'SRV', 'CNAME', 'SOA', 'TXT', 'MX', 'ANY', 'other'] as const;
@@ -20,6 +21,11 @@ const NR = 24;
 const BUCKETS = Array.from({ length: 16 }, (_, i) => 0.00025 * 2 ** i);
 const NB = BUCKETS.length;
 
+/** The metrics' index of a query type (the fast path stores it with each cached answer). */
+export function typeIndex(qtype: number): number {
+  return TYPE_INDEX[qtype & 0xffff]!;
+}
+
 export const ZONE_CLUSTER = 0;
 export const ZONE_OTHER = 1;
 
@@ -34,6 +40,12 @@ export class DnsMetrics {
   private readonly cacheHitsArr = new Float64Array(2); // success, denial
   private cacheMissesN = 0;
   private readonly forwards = new Map<string, number>();
+  private fastHits = 0;
+  private fastMisses = 0;
+  private fastDrops = 0;
+  private fastEntries = 0;
+  /** Called before every read (the server folds in the native fast path's counters). */
+  sync: (() => void) | null = null;
 
   /** zones: the label of each zone index (e.g. ["cluster.local.", "."]). */
   constructor(private readonly server: string, private readonly zones: string[], registry?: Registry) {
@@ -73,8 +85,39 @@ export class DnsMetrics {
     this.forwards.set(to, (this.forwards.get(to) ?? 0) + 1);
   }
 
+  /**
+   * Folds in counter deltas of the native fast path (answers from its cache: cluster
+   * zone, UDP). Its latency is the batch's handling time shared by the batch's answers.
+   */
+  absorbNative(d: Float64Array, c: DnsNativeConstants): void {
+    for (let f = 0; f < 2; f++)
+      for (let t = 0; t < NT; t++)
+        for (let r = 0; r < NR; r++) {
+          const v = d[c.HITS + (f * c.NT + t) * c.NR + r]!;
+          if (!v) continue;
+          this.requests[(ZONE_CLUSTER * 2 * 2 + f) * NT + t]! += v;
+          this.responses[ZONE_CLUSTER * NR + r]! += v;
+          this.counts[ZONE_CLUSTER * NT + t]! += v;
+          this.fastHits += v;
+        }
+    for (let t = 0; t < NT; t++) {
+      this.sums[ZONE_CLUSTER * NT + t]! += d[c.SUMS + t]!;
+      for (let b = 0; b < NB; b++) this.buckets[(ZONE_CLUSTER * NT + t) * NB + b]! += d[c.BUCKETS + t * c.NB + b]!;
+    }
+    this.fastMisses += d[c.MISSES]!;
+    this.fastDrops += d[c.DROPS]!;
+    this.fastEntries = d[c.ENTRIES]!;
+  }
+
+  /** The fast path's own counters (tests, the benchmark). */
+  fastPath(): { hits: number; misses: number; drops: number; entries: number } {
+    this.sync?.();
+    return { hits: this.fastHits, misses: this.fastMisses, drops: this.fastDrops, entries: this.fastEntries };
+  }
+
   /** Totals (tests). */
   totals(): { requests: number; responses: Record<string, number>; cacheHits: number; cacheMisses: number; forwards: number } {
+    this.sync?.();
     const responses: Record<string, number> = {};
     for (let z = 0; z < this.zones.length; z++) {
       for (let r = 0; r < NR; r++) {
@@ -91,12 +134,26 @@ export class DnsMetrics {
     };
   }
 
+  private registered: { registry: Registry; names: string[] } | null = null;
+
+  /** Removes this server's metrics from the registry (a server that failed to start, or stopped for good). */
+  unregister(): void {
+    const r = this.registered;
+    this.registered = null;
+    if (r) for (const n of r.names) r.registry.removeSingleMetric(n);
+  }
+
   private register(registry: Registry): void {
     const server = this.server;
+    this.registered = { registry, names: [] };
     const add = (name: string, help: string, type: 'counter' | 'histogram', values: () => MetricValue[]) => {
+      this.registered!.names.push(name);
       const metric = {
         name, help, type, aggregator: 'sum',
-        get: async () => ({ name, help, type, aggregator: 'sum', values: values() }),
+        get: async () => {
+          this.sync?.();
+          return { name, help, type, aggregator: 'sum', values: values() };
+        },
         reset: () => {},
       };
       registry.registerMetric(metric as unknown as Parameters<Registry['registerMetric']>[0]);
@@ -146,6 +203,10 @@ export class DnsMetrics {
       { labels: { server, type: 'denial' }, value: this.cacheHitsArr[1]! },
     ]);
     add('coredns_cache_misses_total', 'The count of cache misses.', 'counter', () => [{ labels: { server }, value: this.cacheMissesN }]);
+    add('skiff_dns_fastpath_answers_total', 'Answers sent by the native UDP fast path from its answer cache.', 'counter', () =>
+      [{ labels: { server }, value: this.fastHits }]);
+    add('skiff_dns_fastpath_dropped_total', 'Queries the fast path dropped (handoff queue full or oversized datagram).', 'counter', () =>
+      [{ labels: { server }, value: this.fastDrops }]);
     add('coredns_forward_requests_total', 'Counter of requests made per upstream.', 'counter', () =>
       [...this.forwards].map(([to, value]) => ({ labels: { to }, value })));
   }

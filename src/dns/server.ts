@@ -8,11 +8,13 @@ import net, { isIPv4, isIPv6 } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Registry } from 'prom-client';
 import type { Change, ClusterReader } from '../cluster/types.js';
+import { inNetns } from '../os/netns.js';
 import { ipToBytes } from '../util/ip.js';
 import { logger, type Logger } from '../util/log.js';
 import { AnswerCache, templateFromResponse, type CacheOptions } from './cache.js';
 import { Forwarder, fmt, parseHostPort, resolvConfUpstreams, type ForwardResult, type Upstream } from './forward.js';
-import { DnsMetrics, ZONE_CLUSTER, ZONE_OTHER } from './metrics.js';
+import { dnsNative, FastUdp, parseSockaddr } from './fastpath.js';
+import { DnsMetrics, typeIndex, ZONE_CLUSTER, ZONE_OTHER } from './metrics.js';
 import {
   ACTION, EDNS_SIZE, MsgWriter, nameToWire, parseQuery, parseResponse, PLAIN_UDP_SIZE, Query, RCODE, render, renderError, TYPE,
   type QueryInfo, type RR, type Template,
@@ -38,6 +40,18 @@ export interface DnsServerOptions extends ZoneOptions {
   maxTcpConnections?: number;
   /** Unanswered queries per TCP connection before reading pauses. */
   maxTcpPipeline?: number;
+  /**
+   * The native UDP fast path (recvmmsg/sendmmsg, an answer cache in C, one
+   * SO_REUSEPORT socket and thread per CPU). Default: on when the addon is built.
+   */
+  fastPath?: boolean;
+  /** Fast-path sockets/threads per address family (default: CPUs in the affinity mask). */
+  threads?: number;
+  /** Entries and bytes of the fast path's answer cache (default 65536 / 16 MiB). */
+  fastCacheEntries?: number;
+  fastCacheBytes?: number;
+  /** Open the sockets inside this network namespace (the agent driving a node via --netns). */
+  netnsPath?: string;
   registry?: Registry;
   log?: Logger;
 }
@@ -83,6 +97,10 @@ export class DnsServer {
   private readonly conns = new Set<net.Socket>();
   private unsubscribe: (() => void) | null = null;
   private boundPort = 0;
+  private fast: FastUdp | null = null;
+  /** Set by handle(): whether its answer depends only on the query's bytes (the fast path may cache it). */
+  private cacheable = false;
+  private lastRcode = 0;
 
   constructor(private readonly opts: DnsServerOptions) {
     this.log = opts.log ?? logger('dns');
@@ -132,12 +150,43 @@ export class DnsServer {
     }
     const host = this.listen.host;
     const v6 = isIPv6(host);
-    const first = await this.bindUdp(v6 ? 'udp6' : 'udp4', host, this.listen.port, host === '::');
-    this.boundPort = first.address().port;
-    if (host === '::') await this.bindUdp('udp4', '0.0.0.0', this.boundPort, false);
-    await this.listenTcp(host, this.boundPort);
+    const native = this.opts.fastPath === false ? null : dnsNative();
+    if (this.opts.fastPath === true && !native) throw new Error('fastPath: the native addon build/skiff_dns.node is missing; run `node scripts/build.mjs`');
+    if (this.opts.netnsPath && !native) throw new Error('netnsPath: needs the native addon build/skiff_dns.node');
+    if (native) {
+      const fast = new FastUdp(native, {
+        host, port: this.listen.port, maxUdp: this.maxUdp, netnsPath: this.opts.netnsPath,
+        ...(this.opts.threads ? { threads: this.opts.threads } : {}),
+        ...(this.opts.fastCacheEntries !== undefined ? { maxEntries: this.opts.fastCacheEntries } : {}),
+        ...(this.opts.fastCacheBytes !== undefined ? { maxBytes: this.opts.fastCacheBytes } : {}),
+        onMiss: (w, pkt, addr) => this.onFastMiss(fast, w, pkt, addr),
+      });
+      this.fast = fast;
+      this.boundPort = fast.port;
+      // A change to the zone empties the native cache in the same tick: no answer outlives it.
+      this.zone.onUpdate = () => fast.clear();
+      this.metrics.sync = () => {
+        const d = fast.stats();
+        if (d) this.metrics.absorbNative(d, fast.constants);
+      };
+      try {
+        await this.listenTcp(host, this.boundPort, native.bindTcp.bind(native));
+      } catch (e) {
+        this.metrics.sync();
+        this.metrics.sync = null;
+        fast.stop();
+        this.fast = null;
+        throw e;
+      }
+    } else {
+      const first = await this.bindUdp(v6 ? 'udp6' : 'udp4', host, this.listen.port, host === '::');
+      this.boundPort = first.address().port;
+      if (host === '::') await this.bindUdp('udp4', '0.0.0.0', this.boundPort, false);
+      await this.listenTcp(host, this.boundPort);
+    }
     this.log.info('dns server listening', {
       listen: fmt({ host, port: this.boundPort }), zone: this.zone.zone, upstreams: ups.map(fmt),
+      fastPath: this.fast ? `${this.fast.threads} thread(s) per family` : 'off',
     });
   }
 
@@ -147,6 +196,13 @@ export class DnsServer {
     this.forwarder.close();
     for (const s of this.udp) s.close();
     this.udp = [];
+    if (this.fast) {
+      this.metrics.sync?.();
+      this.metrics.sync = null;
+      this.zone.onUpdate = null;
+      this.fast.stop();
+      this.fast = null;
+    }
     for (const c of this.conns) c.destroy();
     this.conns.clear();
     const t = this.tcp;
@@ -187,15 +243,33 @@ export class DnsServer {
     });
   }
 
-  private listenTcp(host: string, port: number): Promise<void> {
+  /** A miss of the native cache: answered here; answers that depend only on the query are cached there. */
+  private onFastMiss(fast: FastUdp, worker: number, pkt: Buffer, addr: Buffer): void {
+    const { address, v6 } = parseSockaddr(addr);
+    const r = this.handle(pkt, address, v6, false);
+    if (r === null) return;
+    if (r instanceof Uint8Array) {
+      fast.send(worker, addr, r);
+      if (this.cacheable) fast.put(pkt, r, typeIndex(this.q.qtype), this.lastRcode);
+      return;
+    }
+    r.then((b) => {
+      if (b && this.fast === fast) fast.send(worker, addr, b);
+    });
+  }
+
+  private listenTcp(host: string, port: number, bindTcp?: (host: string, port: number, v6only: boolean) => number): Promise<void> {
     const idle = this.opts.tcpIdleTimeoutMs ?? 10_000;
     const maxPipe = this.opts.maxTcpPipeline ?? 128;
     const srv = net.createServer({ noDelay: true }, (c) => this.onTcp(c, idle, maxPipe));
     srv.maxConnections = this.opts.maxTcpConnections ?? 1000;
     this.tcp = srv;
+    // With the addon, the listening socket is made synchronously (inside the node's
+    // namespace when netnsPath is set) and handed to net.Server.
+    const fd = bindTcp ? inNetns(this.opts.netnsPath, () => bindTcp(host, port, false)) : -1;
     return new Promise((resolve, reject) => {
       srv.once('error', reject);
-      srv.listen({ host, port, ipv6Only: false }, () => {
+      srv.listen(fd >= 0 ? { fd } : { host, port, ipv6Only: false }, () => {
         srv.off('error', reject);
         resolve();
       });
@@ -256,6 +330,7 @@ export class DnsServer {
   handle(msg: Buffer, src: string, v6: boolean, tcp: boolean): Buffer | null | Promise<Buffer | null> {
     const t0 = performance.now();
     const q = this.q;
+    this.cacheable = false;
     const act = parseQuery(msg, q);
     if (act !== ACTION.OK) {
       if (act === ACTION.DROP) return null;
@@ -268,6 +343,8 @@ export class DnsServer {
     const z = this.zone.answer(q);
     if (typeof z === 'object' && 'buf' in z) {
       this.metrics.request(ZONE_CLUSTER, tcp, v6, q.qtype);
+      this.cacheable = !tcp;
+      this.lastRcode = z.rcode;
       return this.done(ZONE_CLUSTER, z.rcode, q.qtype, t0, render(z, q, limit));
     }
     if (z === NOT_SYNCED) {

@@ -55,6 +55,13 @@ export function hashBytes(b: Uint8Array, start: number, end: number): number {
   return h & 0x3fffffff;
 }
 
+/** hashBytes over a latin1 string's char codes (the same value as over its bytes). */
+export function hashKey(k: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < k.length; i++) h = Math.imul(h ^ k.charCodeAt(i), 16777619);
+  return h & 0x3fffffff;
+}
+
 /**
  * A reusable parse result. parseQuery fills it in place without allocating: the name
  * stays in the packet (nameSrc/nameOff) and its lowercase form in a shared scratch
@@ -106,6 +113,14 @@ export class Query implements QueryInfo {
       qtype: this.qtype, qclass: this.qclass,
       edns: this.edns, udpSize: this.udpSize, dnssecOk: this.dnssecOk, hasQuestion: this.hasQuestion,
     };
+  }
+
+  /** Whether the lowercase name equals `key` (a lowercase wire name as a latin1 string, see keyOfName). */
+  nameEqualsKey(key: string): boolean {
+    const n = this.nameLen;
+    if (key.length !== n) return false;
+    for (let i = 0; i < n; i++) if (lowerScratch[i] !== key.charCodeAt(i)) return false;
+    return true;
   }
 
   /** Whether the lowercase name equals `wire` (a lowercase wire name). */
@@ -412,7 +427,7 @@ export function renderError(raw: Buffer, q: QueryInfo, rcode: number): Buffer {
 
 /** A resource record in presentation-ish form; names are lowercase dotted, no trailing dot. */
 export type RR =
-  | { name: string; type: typeof TYPE.A | typeof TYPE.AAAA; ttl: number; ip: Buffer }
+  | { name: string; type: typeof TYPE.A | typeof TYPE.AAAA; ttl: number; ip: Uint8Array }
   | { name: string; type: typeof TYPE.CNAME | typeof TYPE.PTR | typeof TYPE.NS; ttl: number; target: string }
   | { name: string; type: typeof TYPE.SRV; ttl: number; priority: number; weight: number; port: number; target: string }
   | { name: string; type: typeof TYPE.TXT; ttl: number; texts: string[] }
@@ -497,9 +512,9 @@ export class MsgWriter {
     this.pos += 4;
   }
 
-  private bytes(b: Buffer): void {
+  private bytes(b: Uint8Array): void {
     this.ensure(b.length);
-    b.copy(this.buf, this.pos);
+    this.buf.set(b, this.pos);
     this.pos += b.length;
   }
 

@@ -7,7 +7,7 @@ import { isIPv4, isIPv6 } from 'node:net';
 import type { Change, ClusterReader, EndpointSlice, Service } from '../cluster/types.js';
 import { ipToBytes, bytesToIp } from '../util/ip.js';
 import {
-  buildTemplate, hashBytes, keyOfName, MsgWriter, nameToWire, RCODE, TYPE, wireToName,
+  buildTemplate, hashKey, keyOfName, MsgWriter, nameToWire, RCODE, TYPE, wireToName,
   type Query, type QueryInfo, type RR, type Template,
 } from './wire.js';
 
@@ -55,24 +55,58 @@ const REV4 = 'in-addr.arpa';
 const REV6 = 'ip6.arpa';
 
 class NameNode {
-  /** Records at this name per contributor (service, namespace, apex). An empty list still makes the name exist. */
-  readonly owners = new Map<string, RR[]>();
+  /**
+   * Records at this name per contributor (service, namespace, apex); an empty list still
+   * makes the name exist. Nearly every name has one contributor: it is kept inline, and
+   * a Map is made only for the rare name several contribute to (a shared address's PTR).
+   */
+  private o1: string | null = null;
+  private l1: RR[] | null = null;
+  private more: Map<string, RR[]> | null = null;
   /** Contributed names strictly below this one (an empty non-terminal exists while > 0). */
   below = 0;
-  readonly templates = new Map<number, Template | ExternalChase>();
+  /** Encoded answers per type, created on the first query (most names are never asked for). */
+  templates: Map<number, Template | ExternalChase> | null = null;
   gen = -1;
-  /** The lowercase wire name and its hash (the hot-path index), and the next node with the same hash. */
-  readonly wire: Buffer;
+  /**
+   * The hash of the lowercase wire name (the hot-path index), and the next node with the
+   * same hash. The wire name itself is the key (a latin1 string): no Buffer per name,
+   * whose pooled backing store would pin 8 KiB slabs.
+   */
   readonly hash: number;
   nextSameHash: NameNode | null = null;
-  constructor(readonly name: string) {
-    this.wire = nameToWire(name);
-    this.hash = hashBytes(this.wire, 0, this.wire.length);
+  constructor(readonly name: string, readonly key: string) {
+    this.hash = hashKey(key);
+  }
+
+  hasOwner(o: string): boolean {
+    return this.o1 === o || (this.more?.has(o) ?? false);
+  }
+
+  setOwner(o: string, l: RR[]): void {
+    if (this.o1 === o) this.l1 = l;
+    else if (this.more?.has(o)) this.more.set(o, l);
+    else if (this.o1 === null) {
+      this.o1 = o;
+      this.l1 = l;
+    } else (this.more ??= new Map()).set(o, l);
+  }
+
+  deleteOwner(o: string): void {
+    if (this.o1 === o) {
+      this.o1 = null;
+      this.l1 = null;
+    } else this.more?.delete(o);
+  }
+
+  get ownerCount(): number {
+    return (this.o1 !== null ? 1 : 0) + (this.more?.size ?? 0);
   }
 
   records(type: number): RR[] {
     const out: RR[] = [];
-    for (const list of this.owners.values()) for (const r of list) if (type === TYPE.ANY || r.type === type) out.push(r);
+    if (this.l1) for (const r of this.l1) if (type === TYPE.ANY || r.type === type) out.push(r);
+    if (this.more) for (const list of this.more.values()) for (const r of list) if (type === TYPE.ANY || r.type === type) out.push(r);
     return out;
   }
 }
@@ -141,7 +175,8 @@ export function dashedName(ip: string): string {
 
 function addrRR(name: string, ip: string, ttl: number): RR {
   const b = ipToBytes(ip);
-  return { name, type: b.length === 4 ? TYPE.A : TYPE.AAAA, ttl, ip: b };
+  // Its own small ArrayBuffer: a slice of Buffer's shared pool would pin a whole 8 KiB slab.
+  return { name, type: b.length === 4 ? TYPE.A : TYPE.AAAA, ttl, ip: new Uint8Array(b) };
 }
 
 function normalizeName(s: string): string {
@@ -404,7 +439,7 @@ export class ClusterZone {
         const key = keyOfName(n);
         const node = this.names.get(key);
         if (!node) continue;
-        node.owners.delete(owner);
+        node.deleteOwner(owner);
         this.adjustAncestors(n, -1);
         this.prune(key, node);
       }
@@ -412,19 +447,19 @@ export class ClusterZone {
     for (const [n, l] of next) {
       const key = keyOfName(n);
       const node = this.names.get(key) ?? this.addNode(key, n);
-      if (!node.owners.has(owner)) this.adjustAncestors(n, +1);
-      node.owners.set(owner, l);
+      if (!node.hasOwner(owner)) this.adjustAncestors(n, +1);
+      node.setOwner(owner, l);
     }
     if (next.size) this.contrib.set(owner, next);
     else this.contrib.delete(owner);
   }
 
   private prune(key: string, node: NameNode): void {
-    if (node.owners.size === 0 && node.below === 0) this.removeNode(key, node);
+    if (node.ownerCount === 0 && node.below === 0) this.removeNode(key, node);
   }
 
   private addNode(key: string, name: string): NameNode {
-    const node = new NameNode(name);
+    const node = new NameNode(name, key);
     this.names.set(key, node);
     node.nextSameHash = this.byHash.get(node.hash) ?? null;
     this.byHash.set(node.hash, node);
@@ -449,7 +484,7 @@ export class ClusterZone {
   private find(q: Query): NameNode | undefined {
     let n = this.byHash.get(q.hash);
     while (n !== undefined) {
-      if (q.nameEquals(n.wire)) return n;
+      if (q.nameEqualsKey(n.key)) return n;
       n = n.nextSameHash ?? undefined;
     }
     return undefined;
@@ -490,17 +525,17 @@ export class ClusterZone {
     const node = this.find(q);
     if (node !== undefined) {
       if (node.gen === this.gen) {
-        const t = node.templates.get(q.qtype);
+        const t = node.templates?.get(q.qtype);
         if (t !== undefined) return t;
       } else {
-        node.templates.clear();
+        node.templates?.clear();
         node.gen = this.gen;
       }
       const kind = this.kindOf(q);
       if (kind < 0) return FORWARD; // cannot happen: nodes live under the zone or the reverse roots
       const t = this.buildPositive(node, q.qtype, q.nameLen, kind);
       if (!this.reader.hasSynced() && !('chase' in t) && (t.an === 0 || t.rcode !== RCODE.NOERROR)) return NOT_SYNCED;
-      node.templates.set(q.qtype, t);
+      (node.templates ??= new Map()).set(q.qtype, t);
       return t;
     }
     const kind = this.kindOf(q);

@@ -321,6 +321,7 @@ export class Agent {
     this.log.info('stopping (kernel state is left in place)');
     this.unsubscribe?.();
     await Promise.all(this.entries.map((e) => e.runner.stop()));
+    for (const { reconciler } of this.entries) await reconciler.stop?.().catch((e: unknown) => this.log.warn('reconciler stop failed', { reconciler: reconciler.name, error: String(e) }));
     await this.source?.stop().catch((e: unknown) => this.log.warn('source stop failed', { error: String(e) }));
     await this.http?.close();
     this.log.info('stopped');

@@ -23,6 +23,8 @@ export interface Reconciler {
   hasSynced(): boolean;
   /** Removes everything it owns (`skiff agent --uninstall`). Shutdown does NOT call it. */
   cleanup?(): Promise<void>;
+  /** Releases what it holds open (sockets, timers) on shutdown; kernel state stays. */
+  stop?(): Promise<void>;
   /** Health detail for /healthz (optional). */
   health?(): { ok: boolean; detail?: string };
 }

@@ -2,7 +2,7 @@
 // controller.ts; this module does the I/O (namespaces, agents, pods, the state file
 // and the manifest directory) and keeps the state file current after every step, so
 // `down` after a crash still finds everything (and sweeps `<prefix><lab>-*` anyway).
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify as toYaml } from 'yaml';
@@ -12,7 +12,7 @@ import type { LabObject, LabSettings } from './config.js';
 import { allocateClusterIPs, assignPodCIDRs, buildManifests, desiredPods, podKey, schedule, serviceKey, type LabNode } from './controller.js';
 import { alive, AGENT_METRICS, startAgent, stopPid } from './agents.js';
 import { CONFLIST, createPod, deletePod } from './pods.js';
-import { cniConfDir, labDir, loadState, manifestsDir, removeLabDir, saveState, writeAtomic, type LabState } from './state.js';
+import { cniConfDir, labDir, nodeDir, loadState, manifestsDir, removeLabDir, saveState, writeAtomic, type LabState, type PodState } from './state.js';
 import { LAB_PREFIX, addNode, createSwitch, destroyNamespaces, listNetns, nodeNsName, removeNode, type Topology } from './topology.js';
 
 export type Progress = (msg: string) => void;
@@ -54,6 +54,8 @@ export function requireState(name: string): LabState {
   return s;
 }
 
+const agentOptions = (s: LabState, node: string) => ({ lab: s.name, node, clusterCIDR: s.settings.clusterCIDR, serviceCIDR: s.settings.serviceCIDR, clusterDomain: s.settings.clusterDomain });
+
 /** Creates the lab's namespaces and agents; applies the objects. */
 export async function up(settings: LabSettings, objects: LabObject[], progress: Progress, opts: { prefix?: string } = {}): Promise<LabState> {
   const prefix = opts.prefix ?? LAB_PREFIX;
@@ -77,7 +79,7 @@ export async function up(settings: LabSettings, objects: LabObject[], progress: 
   writeManifests(s);
   for (const n of s.nodes) {
     progress(`starting the agent on ${n.name}`);
-    s.agents[n.name] = startAgent(n.ns, { lab: s.name, node: n.name, clusterCIDR: settings.clusterCIDR, serviceCIDR: settings.serviceCIDR, clusterDomain: settings.clusterDomain });
+    s.agents[n.name] = startAgent(n.ns, agentOptions(s, n.name));
     saveState(s);
   }
   progress('waiting for the agents to write their CNI configs');
@@ -192,6 +194,39 @@ function resolveProbePort(pod: Pod, port: number | string): number {
   return Number(port);
 }
 
+/** Adds a node to a running lab: the next free index, a fresh pod CIDR, its agent. */
+export async function addLabNode(s: LabState, progress: Progress): Promise<LabNode & { ns: string }> {
+  const used = new Set(s.nodes.map((n) => n.index));
+  let index = 1;
+  while (used.has(index)) index++;
+  const name = `node${index}`;
+  s.podCIDRs = assignPodCIDRs(s.settings.clusterCIDR, [...s.nodes.map((n) => n.name), name], s.podCIDRs);
+  progress(`creating ${name} (${nodeNsName(s.prefix, s.name, index)}, pod CIDR ${s.podCIDRs[name]})`);
+  const w = addNode(topologyOf(s), index, name);
+  const node = { name, index, podCIDR: s.podCIDRs[name]!, underlayIp: w.underlayIp, ns: w.ns };
+  s.nodes.push(node);
+  s.nodes.sort((a, b) => a.index - b.index);
+  saveState(s);
+  writeManifests(s);
+  progress(`starting the agent on ${name}`);
+  s.agents[name] = startAgent(node.ns, agentOptions(s, name));
+  saveState(s);
+  await waitFor(() => existsSync(join(cniConfDir(s.name, name), CONFLIST)), 15_000);
+  return node;
+}
+
+/** Stops a node's agent (TERM: kernel state stays, traffic keeps flowing) and starts a new one. */
+export async function restartAgent(s: LabState, name: string, progress: Progress): Promise<number> {
+  const n = s.nodes.find((x) => x.name === name);
+  if (!n) throw new Error(`node ${JSON.stringify(name)}: not in lab ${s.name} (nodes: ${s.nodes.map((x) => x.name).join(', ')})`);
+  progress(`stopping the agent on ${name}`);
+  await stopPid(s.agents[name]);
+  progress(`starting the agent on ${name}`);
+  s.agents[name] = startAgent(n.ns, agentOptions(s, name));
+  saveState(s);
+  return s.agents[name]!;
+}
+
 /** Removes a node from a running lab (its pods go with it). */
 export async function removeLabNode(s: LabState, name: string, progress: Progress): Promise<void> {
   const n = s.nodes.find((x) => x.name === name);
@@ -209,6 +244,7 @@ export async function removeLabNode(s: LabState, name: string, progress: Progres
   delete s.podCIDRs[name];
   saveState(s);
   writeManifests(s);
+  rmSync(nodeDir(s.name, name), { recursive: true, force: true });
   progress(`removed ${name}`);
 }
 
@@ -240,6 +276,39 @@ export async function down(name: string, progress: Progress, prefix = LAB_PREFIX
   }
   removeLabDir(name);
   logger('lab').debug('lab removed', { name });
+}
+
+/** Waits until every running agent reports every peer up (or the time is over). */
+export async function waitPeersUp(name: string, ms: number): Promise<LabStatus> {
+  const until = Date.now() + ms;
+  for (;;) {
+    const st = status(name);
+    const want = st.nodes.length - 1;
+    const ok = st.nodes.every((n) => n.agent === 'running' && Object.keys(n.peers).length === want && Object.values(n.peers).every((p) => p.up));
+    if (ok || Date.now() >= until) return st;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+/** One pod per node pings one pod on every other node (the cross-node check `up` prints). */
+export function crossNodeCheck(s: LabState): { from: string; to: string; fromNode: string; toNode: string; ok: boolean }[] {
+  const byNode = new Map<string, [string, PodState][]>();
+  for (const e of Object.entries(s.pods).sort(([a], [b]) => a.localeCompare(b))) {
+    if (!e[1].ip || e[1].terminating) continue;
+    byNode.set(e[1].node, [...(byNode.get(e[1].node) ?? []), e]);
+  }
+  const out: { from: string; to: string; fromNode: string; toNode: string; ok: boolean }[] = [];
+  const nodes = [...byNode.keys()].sort();
+  for (const a of nodes) {
+    const [fromKey, from] = byNode.get(a)![0]!;
+    for (const b of nodes) {
+      if (a === b) continue;
+      const [toKey, to] = byNode.get(b)![0]!;
+      const r = spawnSync('ip', ['netns', 'exec', from.netns, 'ping', '-c', '1', '-W', '2', to.ip!], { stdio: 'ignore', timeout: 5000 });
+      out.push({ from: fromKey, to: toKey, fromNode: a, toNode: b, ok: r.status === 0 });
+    }
+  }
+  return out;
 }
 
 export interface LabStatus {

@@ -82,6 +82,9 @@ function printStatus(st: LabStatus): void {
     const peers = Object.entries(n.peers).map(([p, h]) => `${p}:${h.up ? 'up' : 'DOWN'}${h.rttSeconds !== undefined && h.up ? `(${(h.rttSeconds * 1000).toFixed(2)}ms)` : ''}`).join(' ') || '-';
     out.push(`${n.name.padEnd(9)} ${n.podCIDR.padEnd(17)} ${n.underlayIp.padEnd(14)} ${n.agent.padEnd(8)} ${peers}`);
   }
+  for (const n of st.nodes) {
+    for (const c of n.firewallDrops) out.push(`WARNING ${n.name}: host firewall chain "${c}" drops forwarded traffic by policy; pod traffic passes only if it accepts it (see docs/overlay.md)`);
+  }
   out.push('', 'POD                                      NODE      IP              READY');
   for (const p of st.pods) out.push(`${p.key.padEnd(40)} ${p.node.padEnd(9)} ${(p.ip ?? '-').padEnd(15)} ${p.ready}`);
   if (st.services.length) {

@@ -313,7 +313,16 @@ export function crossNodeCheck(s: LabState): { from: string; to: string; fromNod
 
 export interface LabStatus {
   name: string;
-  nodes: { name: string; ns: string; podCIDR: string; underlayIp: string; agent: 'running' | 'stopped'; peers: Record<string, { up: boolean; rttSeconds?: number }> }[];
+  nodes: {
+    name: string;
+    ns: string;
+    podCIDR: string;
+    underlayIp: string;
+    agent: 'running' | 'stopped';
+    peers: Record<string, { up: boolean; rttSeconds?: number }>;
+    /** Host firewall chains (other tables) that drop forwarded traffic by policy, as the agent reports them. */
+    firewallDrops: string[];
+  }[];
   pods: { key: string; node: string; ip?: string; ready: boolean }[];
   services: { key: string; clusterIP: string }[];
 }
@@ -335,6 +344,10 @@ export function parsePeerMetrics(text: string): Record<string, { up: boolean; rt
   return out;
 }
 
+export function parseFirewallDrops(text: string): string[] {
+  return [...text.matchAll(/^skiff_overlay_foreign_forward_drop\{chain="([^"]+)"\} 1$/gm)].map((m) => m[1]!).sort();
+}
+
 export function status(name: string): LabStatus {
   const s = requireState(name);
   const present = new Set(listNetns());
@@ -343,7 +356,7 @@ export function status(name: string): LabStatus {
     nodes: s.nodes.map((n: LabNode & { ns: string }) => {
       const running = alive(s.agents[n.name]) && present.has(n.ns);
       const metrics = running ? agentMetrics(n.ns) : undefined;
-      return { name: n.name, ns: n.ns, podCIDR: n.podCIDR, underlayIp: n.underlayIp, agent: running ? 'running' : 'stopped', peers: metrics ? parsePeerMetrics(metrics) : {} };
+      return { name: n.name, ns: n.ns, podCIDR: n.podCIDR, underlayIp: n.underlayIp, agent: running ? 'running' : 'stopped', peers: metrics ? parsePeerMetrics(metrics) : {}, firewallDrops: metrics ? parseFirewallDrops(metrics) : [] };
     }),
     pods: Object.entries(s.pods).map(([key, p]) => ({ key, node: p.node, ...(p.ip ? { ip: p.ip } : {}), ready: p.ready })),
     services: s.objects.filter((o) => o.kind === 'Service').map((o) => ({ key: serviceKey(o as never), clusterIP: s.clusterIPs[serviceKey(o as never)] ?? '' })),

@@ -108,6 +108,7 @@ if (requireRoot(t)) {
     metadata: { name, namespace: 'default', labels: { app: 'echo' } },
     spec: { nodeName: node, containers: [{ name: 'echo', command: [NODE, '-e', ECHO, '7000', '7001'] }] },
   });
+  writeFileSync(join(dir, 'hostfw.nft'), 'table inet hostfw {\n  chain forward {\n    type filter hook forward priority filter; policy drop;\n  }\n}\n');
   const labFile = join(dir, 'lab.yaml');
   writeFileSync(
     labFile,
@@ -190,6 +191,38 @@ if (requireRoot(t)) {
     const u = udp('client', gw, 7101);
     t.equal(u.out.trim(), `peer ${s.nodes[0]!.underlayIp}`, 'UDP too');
     srv.kill('SIGKILL');
+  });
+
+  t.test('a host firewall with a DROP forward policy: skiff reports it, never edits it, and its allow rules fix pods', async (t) => {
+    const n1 = NS('n1');
+    const hostTable = () => sh('ip', ['netns', 'exec', n1, 'nft', 'list', 'table', 'inet', 'hostfw']);
+    sh('ip', ['netns', 'exec', n1, 'nft', '-f', join(dir, 'hostfw.nft')]);
+    try {
+      const s = state();
+      const ip2 = s.pods['default/echo2']!.ip;
+      // nftables evaluates every base chain on the hook: skiff's accept cannot override this policy.
+      t.not(ping('client', ip2).code, 0, 'pod traffic is dropped by the host chain (documented limitation)');
+      const warned = await until(() => {
+        const out = skiff(['lab', 'status']).out;
+        return out.includes('WARNING node1: host firewall chain "inet hostfw forward" drops forwarded traffic by policy') ? out : undefined;
+      }, 30_000);
+      t.ok(warned, 'lab status shows the warning for node1');
+      t.notMatch(warned ?? '', /WARNING node2/, 'only node1 has such a chain');
+      const log = readFileSync(join(STATE, '..', 'node1', 'agent.log'), 'utf8');
+      t.match(log, 'nft insert rule inet hostfw forward ip saddr 10.244.0.0/16 accept', 'the log gives the rules to add');
+      // The administrator's fix, exactly as logged.
+      for (const dirn of ['saddr', 'daddr']) sh('ip', ['netns', 'exec', n1, 'nft', 'insert', 'rule', 'inet', 'hostfw', 'forward', 'ip', dirn, '10.244.0.0/16', 'accept']);
+      t.equal(ping('client', ip2).code, 0, 'with the allow rules, pods cross nodes again');
+      t.equal(tcp('client', ip2, 7000).out.trim(), `peer ${s.pods['default/client']!.ip}`, 'and TCP keeps the pod source IP');
+      const table = hostTable();
+      t.equal(skiff(['lab', 'node', 'restart', 'node1']).code, 0, 'restart node1 (a full sync rebuilds skiff\'s table)');
+      await until(() => /^node1 .*node2:up.*node3:up|^node1 .*node3:up.*node2:up/m.test(skiff(['lab', 'status']).out), 20_000);
+      t.equal(hostTable(), table, 'the host table is exactly as the administrator left it');
+      t.match(sh('ip', ['netns', 'exec', n1, 'nft', 'list', 'tables']), /table inet skiff-overlay/);
+    } finally {
+      spawnSync('ip', ['netns', 'exec', n1, 'nft', 'delete', 'table', 'inet', 'hostfw']);
+    }
+    t.equal(ping('client', state().pods['default/echo2']!.ip).code, 0, 'host table gone: pods work');
   });
 
   t.test('an established cross-node TCP connection survives agent restarts', async (t) => {

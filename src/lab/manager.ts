@@ -3,7 +3,7 @@
 // and the manifest directory) and keeps the state file current after every step, so
 // `down` after a crash still finds everything (and sweeps `<prefix><lab>-*` anyway).
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify as toYaml } from 'yaml';
 import type { Pod } from '../cluster/types.js';
@@ -13,7 +13,7 @@ import { allocateClusterIPs, assignPodCIDRs, buildManifests, desiredPods, podKey
 import { alive, AGENT_METRICS, startAgent, stopPid } from './agents.js';
 import { CONFLIST, createPod, deletePod } from './pods.js';
 import { cniConfDir, labDir, nodeDir, loadState, manifestsDir, removeLabDir, saveState, writeAtomic, type LabState, type PodState } from './state.js';
-import { LAB_PREFIX, addNode, createSwitch, destroyNamespaces, listNetns, nodeNsName, removeNode, type Topology } from './topology.js';
+import { LAB_PREFIX, addNode, createSwitch, destroyNamespaces, labNamespaces, listNetns, nodeNsName, removeNode, type Topology } from './topology.js';
 
 export type Progress = (msg: string) => void;
 
@@ -61,8 +61,14 @@ export async function up(settings: LabSettings, objects: LabObject[], progress: 
   const prefix = opts.prefix ?? LAB_PREFIX;
   const prev = loadState(settings.name);
   if (prev && Object.values(prev.agents).some(alive)) throw new Error(`lab ${settings.name} is already up (use skiff lab apply, or skiff lab down first)`);
-  const s: LabState = prev ?? { version: 1, name: settings.name, prefix, settings, nodes: [], objects: [], podCIDRs: {}, clusterIPs: {}, pods: {}, agents: {} };
-  s.settings = settings;
+  // Leftovers of a crashed run (a state file without live agents, or namespaces without a
+  // state file) are removed first: their pods' processes are gone, so nothing is reusable
+  // except the allocations, which are kept so pod CIDRs and ClusterIPs stay stable.
+  if (prev || labNamespaces(prefix, settings.name).length) {
+    progress(`removing the leftovers of an earlier lab ${settings.name}`);
+    await down(settings.name, progress, prev?.prefix ?? prefix);
+  }
+  const s: LabState = { version: 1, name: settings.name, prefix, settings, nodes: [], objects: [], podCIDRs: prev?.podCIDRs ?? {}, clusterIPs: prev?.clusterIPs ?? {}, pods: {}, agents: {} };
   saveState(s); // first, so a failure from here on leaves something `down` can read
 
   progress(`creating the lab switch ${prefix}${s.name}-sw`);
@@ -262,12 +268,28 @@ export async function down(name: string, progress: Progress, prefix = LAB_PREFIX
   const s = loadState(name);
   const pfx = s?.prefix ?? prefix;
   if (s) {
-    if (s.controllerPid) await stopPid(s.controllerPid);
-    for (const [node, pid] of Object.entries(s.agents)) {
-      progress(`stopping the agent on ${node}`);
-      await stopPid(pid);
-    }
-    for (const p of Object.values(s.pods)) for (const pid of p.pids) await stopPid(pid, 500);
+    // Only processes that live in one of this lab's namespaces are stopped: after a
+    // crash (or a reboot) a recorded pid may belong to someone else by now.
+    const ours = labNetnsInodes(pfx, name);
+    const mine = (pid: number | undefined) => pid !== undefined && ours.has(netnsInodeOf(pid) ?? -1);
+    if (s.controllerPid && mine(s.controllerPid)) await stopPid(s.controllerPid);
+    await Promise.all(
+      Object.entries(s.agents).map(async ([node, pid]) => {
+        if (!mine(pid)) return;
+        progress(`stopping the agent on ${node}`);
+        await stopPid(pid);
+      }),
+    );
+    await Promise.all(Object.values(s.pods).flatMap((p) => p.pids.filter(mine).map((pid) => stopPid(pid, 500))));
+  }
+  // Whatever still runs inside the lab's namespaces (a lost state file after a crash,
+  // a `lab exec` session) would outlive them: stop it too. Only processes whose network
+  // namespace is one of this lab's are touched.
+  const ours = labNetnsInodes(pfx, name);
+  const strays = ours.size ? processesIn(ours) : [];
+  if (strays.length) {
+    progress(`stopping ${strays.length} process(es) still running in the lab's namespaces`);
+    await Promise.all(strays.map((pid) => stopPid(pid, 1000)));
   }
   const removed = destroyNamespaces(pfx, name);
   if (removed.length) progress(`removed namespaces ${removed.join(' ')}`);
@@ -276,6 +298,41 @@ export async function down(name: string, progress: Progress, prefix = LAB_PREFIX
   }
   removeLabDir(name);
   logger('lab').debug('lab removed', { name });
+}
+
+/** Inode numbers of the lab's namespaces (what /proc/PID/ns/net points at). */
+function labNetnsInodes(prefix: string, lab: string): Set<number> {
+  const out = new Set<number>();
+  for (const ns of labNamespaces(prefix, lab)) {
+    try {
+      out.add(statSync(`/run/netns/${ns}`).ino);
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return out;
+}
+
+/** Pids whose network namespace is one of `inodes` (never this process). */
+function processesIn(inodes: Set<number>): number[] {
+  const out: number[] = [];
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    const pid = Number(d);
+    if (pid === process.pid) continue;
+    const ino = netnsInodeOf(pid);
+    if (ino !== undefined && inodes.has(ino)) out.push(pid);
+  }
+  return out;
+}
+
+function netnsInodeOf(pid: number): number | undefined {
+  try {
+    const m = /^net:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/ns/net`));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Waits until every running agent reports every peer up (or the time is over). */

@@ -225,6 +225,27 @@ if (requireRoot(t)) {
     t.equal(ping('client', state().pods['default/echo2']!.ip).code, 0, 'host table gone: pods work');
   });
 
+  const haveIptables = spawnSync('sh', ['-c', 'command -v iptables-legacy && command -v iptables-nft'], { stdio: 'ignore' }).status === 0;
+  t.test('iptables FORWARD DROP policies (legacy and nft) are reported too', { skip: haveIptables ? false : 'iptables-legacy/iptables-nft not installed (Debian package iptables)' }, async (t) => {
+    const ip2 = state().pods['default/echo2']!.ip;
+    sh('ip', ['netns', 'exec', NS('n2'), 'iptables-legacy', '-w', '-P', 'FORWARD', 'DROP']);
+    sh('ip', ['netns', 'exec', NS('n3'), 'iptables-nft', '-w', '-P', 'FORWARD', 'DROP']);
+    try {
+      t.not(ping('client', ip2).code, 0, 'iptables-legacy FORWARD DROP on node2 drops pod traffic to node2');
+      const out = await until(() => {
+        const o = skiff(['lab', 'status']).out;
+        return o.includes('WARNING node2: host firewall chain "iptables-legacy filter FORWARD"') && o.includes('WARNING node3: host firewall chain "ip filter FORWARD"') ? o : undefined;
+      }, 30_000);
+      t.ok(out, 'lab status warns for node2 (iptables-legacy) and node3 (iptables-nft)');
+    } finally {
+      spawnSync('ip', ['netns', 'exec', NS('n2'), 'iptables-legacy', '-w', '-P', 'FORWARD', 'ACCEPT'], { timeout: 30_000 });
+      spawnSync('ip', ['netns', 'exec', NS('n3'), 'nft', 'delete', 'table', 'ip', 'filter'], { timeout: 30_000 });
+    }
+    t.equal(ping('client', ip2).code, 0, 'policies back to accept: pods work');
+    const clear = await until(() => !/WARNING/.test(skiff(['lab', 'status']).out), 30_000);
+    t.ok(clear, 'the warnings go away');
+  });
+
   t.test('an established cross-node TCP connection survives agent restarts', async (t) => {
     const s = state();
     const ip2 = s.pods['default/echo2']!.ip;

@@ -205,7 +205,7 @@ if (requireRoot(t)) {
       const warned = await until(() => {
         const out = skiff(['lab', 'status']).out;
         return out.includes('WARNING node1: host firewall chain "inet hostfw forward" drops forwarded traffic by policy') ? out : undefined;
-      }, 30_000);
+      }, 60_000);
       t.ok(warned, 'lab status shows the warning for node1');
       t.notMatch(warned ?? '', /WARNING node2/, 'only node1 has such a chain');
       const log = readFileSync(join(STATE, '..', 'node1', 'agent.log'), 'utf8');
@@ -216,7 +216,7 @@ if (requireRoot(t)) {
       t.equal(tcp('client', ip2, 7000).out.trim(), `peer ${s.pods['default/client']!.ip}`, 'and TCP keeps the pod source IP');
       const table = hostTable();
       t.equal(skiff(['lab', 'node', 'restart', 'node1']).code, 0, 'restart node1 (a full sync rebuilds skiff\'s table)');
-      await until(() => /^node1 .*node2:up.*node3:up|^node1 .*node3:up.*node2:up/m.test(skiff(['lab', 'status']).out), 20_000);
+      await until(() => /^node1 .*node2:up.*node3:up|^node1 .*node3:up.*node2:up/m.test(skiff(['lab', 'status']).out), 60_000);
       t.equal(hostTable(), table, 'the host table is exactly as the administrator left it');
       t.match(sh('ip', ['netns', 'exec', n1, 'nft', 'list', 'tables']), /table inet skiff-overlay/);
     } finally {
@@ -235,14 +235,14 @@ if (requireRoot(t)) {
       const out = await until(() => {
         const o = skiff(['lab', 'status']).out;
         return o.includes('WARNING node2: host firewall chain "iptables-legacy filter FORWARD"') && o.includes('WARNING node3: host firewall chain "ip filter FORWARD"') ? o : undefined;
-      }, 30_000);
+      }, 60_000);
       t.ok(out, 'lab status warns for node2 (iptables-legacy) and node3 (iptables-nft)');
     } finally {
       spawnSync('ip', ['netns', 'exec', NS('n2'), 'iptables-legacy', '-w', '-P', 'FORWARD', 'ACCEPT'], { timeout: 30_000 });
       spawnSync('ip', ['netns', 'exec', NS('n3'), 'nft', 'delete', 'table', 'ip', 'filter'], { timeout: 30_000 });
     }
     t.equal(ping('client', ip2).code, 0, 'policies back to accept: pods work');
-    const clear = await until(() => !/WARNING/.test(skiff(['lab', 'status']).out), 30_000);
+    const clear = await until(() => !/WARNING/.test(skiff(['lab', 'status']).out), 60_000);
     t.ok(clear, 'the warnings go away');
   });
 
@@ -275,7 +275,7 @@ if (requireRoot(t)) {
     await until(() => {
       const st = JSON.parse(skiff(['lab', 'status', '--json']).out) as { nodes: { name: string; peers: Record<string, { up: boolean }> }[] };
       return st.nodes.filter((n) => n.name !== 'node3').every((n) => Object.keys(n.peers).length === 2 && Object.values(n.peers).every((p) => p.up));
-    }, 20_000);
+    }, 60_000);
     await sleep(1000);
     const s1 = await summary();
     t.equal(s1.err, null, 'no socket error');
@@ -293,7 +293,7 @@ if (requireRoot(t)) {
       const down = await until(() => {
         const r = skiff(['lab', 'status']);
         return /^node1 .*node3:DOWN/m.test(r.out) && /^node2 .*node3:DOWN/m.test(r.out) ? r.out : undefined;
-      }, 30_000);
+      }, 60_000);
       t.ok(down, `node1 and node2 show node3 DOWN\n${down ?? skiff(['lab', 'status']).out}`);
       t.match(down ?? '', /^node1 .*node2:up/m, 'node2 stays up');
       const log = readFileSync(join(STATE, '..', 'node1', 'agent.log'), 'utf8');
@@ -301,7 +301,7 @@ if (requireRoot(t)) {
     } finally {
       sh('ip', ['-n', NS('sw'), 'link', 'set', 'p3', 'up']);
     }
-    const up = await until(() => /^node1 .*node3:up/m.test(skiff(['lab', 'status']).out), 30_000);
+    const up = await until(() => /^node1 .*node3:up/m.test(skiff(['lab', 'status']).out), 60_000);
     t.ok(up, 'node3 is up again once it answers');
   });
 
@@ -322,7 +322,7 @@ if (requireRoot(t)) {
       const gone = await until(() => {
         const e = entries(n.ns);
         return !e.route && !e.neigh && !e.fdb;
-      }, 20_000);
+      }, 60_000);
       t.ok(gone, `${n.name}: node3's route, neighbour and FDB entries removed ${JSON.stringify(entries(n.ns))}`);
     }
     t.same(state().nodes.map((n) => n.name), ['node1', 'node2']);
@@ -339,7 +339,7 @@ if (requireRoot(t)) {
       const st = JSON.parse(skiff(['lab', 'status', '--json']).out) as { nodes: { name: string; peers: Record<string, { up: boolean }> }[] };
       const n1 = st.nodes.find((n) => n.name === 'node1');
       return n1?.peers.node3?.up === true;
-    }, 30_000);
+    }, 60_000);
     t.ok(ok, 'node1 sees the new node3 up over the overlay');
   });
 

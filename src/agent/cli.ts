@@ -138,6 +138,9 @@ export async function run(argv: string[]): Promise<number> {
   }
   const code = await done;
   // Anything still holding the event loop (a watch socket, a timer) must not keep a stopped agent alive.
-  setTimeout(() => process.exit(code), 2000).unref();
+  setTimeout(() => {
+    log.warn('still running 2 s after stop; exiting', { resources: process.getActiveResourcesInfo() });
+    process.exit(code);
+  }, 2000).unref();
   return code;
 }

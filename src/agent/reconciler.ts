@@ -23,7 +23,7 @@ export interface Reconciler {
   hasSynced(): boolean;
   /** Removes everything it owns (`skiff agent --uninstall`). Shutdown does NOT call it. */
   cleanup?(): Promise<void>;
-  /** Releases what the reconciler holds open (sockets, servers) at agent shutdown; kernel state stays. */
+  /** Releases what the reconciler holds open (sockets, servers, timers) at agent shutdown; kernel state stays. */
   stop?(): Promise<void>;
   /** Health detail for /healthz (optional). */
   health?(): { ok: boolean; detail?: string };

@@ -1,7 +1,7 @@
 // One `skiff agent` per node, inside the node's namespace, on the lab's manifest
 // directory; logs to /run/skiff/lab/<lab>/<node>/agent.log.
 import { spawn } from 'node:child_process';
-import { mkdirSync, openSync, closeSync } from 'node:fs';
+import { mkdirSync, openSync, closeSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cniConfDir, manifestsDir, nodeDir } from './state.js';
@@ -46,7 +46,13 @@ export function alive(pid: number | undefined): boolean {
   if (!pid) return false;
   try {
     process.kill(pid, 0);
-    return true;
+  } catch {
+    return false;
+  }
+  // A zombie (killed, not yet reaped by its parent) answers kill 0 but is dead.
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
   } catch {
     return false;
   }

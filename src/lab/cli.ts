@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseLabFile, resolveSettings, type LabFile, type LabSettings } from './config.js';
-import { apply, down, remove, requireState, status, up, type LabStatus } from './manager.js';
+import { addLabNode, apply, crossNodeCheck, down, remove, removeLabNode, requireState, restartAgent, status, up, waitPeersUp, type LabStatus } from './manager.js';
 import { labsOnDisk, loadState } from './state.js';
 import { existingLabs, LAB_PREFIX } from './topology.js';
 
@@ -16,6 +16,9 @@ const USAGE = `usage: skiff lab <command> [--name NAME] [flags]
   apply -f FILE                  add or change objects in a running lab
   delete -f FILE                 remove objects from a running lab
   exec NS/POD -- CMD...          run a command in a pod's network namespace
+  node add                       add a node (next free index, a new pod CIDR, its agent)
+  node remove NAME               remove a node: its agent, pods and namespace
+  node restart NAME              restart a node's agent (kernel state and traffic stay)
 
 --name defaults to the one lab that exists.
 `;
@@ -79,6 +82,9 @@ function printStatus(st: LabStatus): void {
     const peers = Object.entries(n.peers).map(([p, h]) => `${p}:${h.up ? 'up' : 'DOWN'}${h.rttSeconds !== undefined && h.up ? `(${(h.rttSeconds * 1000).toFixed(2)}ms)` : ''}`).join(' ') || '-';
     out.push(`${n.name.padEnd(9)} ${n.podCIDR.padEnd(17)} ${n.underlayIp.padEnd(14)} ${n.agent.padEnd(8)} ${peers}`);
   }
+  for (const n of st.nodes) {
+    for (const c of n.firewallDrops) out.push(`WARNING ${n.name}: host firewall chain "${c}" drops forwarded traffic by policy; pod traffic passes only if it accepts it (see docs/overlay.md)`);
+  }
   out.push('', 'POD                                      NODE      IP              READY');
   for (const p of st.pods) out.push(`${p.key.padEnd(40)} ${p.node.padEnd(9)} ${(p.ip ?? '-').padEnd(15)} ${p.ready}`);
   if (st.services.length) {
@@ -105,9 +111,16 @@ export async function run(argv: string[]): Promise<number> {
         if (a.nodes) flags.nodes = a.nodes;
         const settings = resolveSettings(file.settings, flags);
         process.stderr.write(`skiff lab up: ${settings.name} (${settings.nodes} nodes)\n`);
-        await up(settings, file.objects, progress);
-        printStatus(status(settings.name));
-        return 0;
+        const s = await up(settings, file.objects, progress);
+        progress('waiting for the overlay peers to answer');
+        const st = await waitPeersUp(settings.name, 15_000);
+        printStatus(st);
+        const check = crossNodeCheck(s);
+        if (check.length) {
+          process.stdout.write('\ncross-node reachability (ping, pod to pod)\n');
+          for (const c of check) process.stdout.write(`  ${c.fromNode} ${c.from} -> ${c.toNode} ${c.to}: ${c.ok ? 'ok' : 'FAILED'}\n`);
+        }
+        return check.every((c) => c.ok) ? 0 : 1;
       }
       case 'down': {
         const name = whichLab(a.name);
@@ -140,6 +153,21 @@ export async function run(argv: string[]): Promise<number> {
         if (!p) throw new UsageError(`exec: no pod ${key} in lab ${s.name} (pods: ${Object.keys(s.pods).join(', ') || 'none'})`);
         const r = spawnSync('ip', ['netns', 'exec', p.netns, ...cmd], { stdio: 'inherit' });
         return r.status ?? 1;
+      }
+      case 'node': {
+        const [sub, node] = a.rest;
+        const s = requireState(whichLab(a.name));
+        if (sub === 'add') {
+          const n = await addLabNode(s, progress);
+          process.stdout.write(`${n.name} ${n.podCIDR} ${n.underlayIp}\n`);
+          return 0;
+        }
+        if ((sub === 'remove' || sub === 'restart') && node) {
+          if (sub === 'remove') await removeLabNode(s, node, progress);
+          else await restartAgent(s, node, progress);
+          return 0;
+        }
+        throw new UsageError('node: add | remove NAME | restart NAME');
       }
       case '':
       case 'help':

@@ -2,8 +2,8 @@
 // controller.ts; this module does the I/O (namespaces, agents, pods, the state file
 // and the manifest directory) and keeps the state file current after every step, so
 // `down` after a crash still finds everything (and sweeps `<prefix><lab>-*` anyway).
-import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify as toYaml } from 'yaml';
 import type { Pod } from '../cluster/types.js';
@@ -12,8 +12,8 @@ import type { LabObject, LabSettings } from './config.js';
 import { allocateClusterIPs, assignPodCIDRs, buildManifests, desiredPods, podKey, schedule, serviceKey, type LabNode } from './controller.js';
 import { alive, AGENT_METRICS, startAgent, stopPid } from './agents.js';
 import { CONFLIST, createPod, deletePod } from './pods.js';
-import { cniConfDir, labDir, loadState, manifestsDir, removeLabDir, saveState, writeAtomic, type LabState } from './state.js';
-import { LAB_PREFIX, addNode, createSwitch, destroyNamespaces, listNetns, nodeNsName, removeNode, type Topology } from './topology.js';
+import { cniConfDir, labDir, nodeDir, loadState, manifestsDir, removeLabDir, saveState, writeAtomic, type LabState, type PodState } from './state.js';
+import { LAB_PREFIX, addNode, createSwitch, destroyNamespaces, labNamespaces, listNetns, nodeNsName, removeNode, type Topology } from './topology.js';
 
 export type Progress = (msg: string) => void;
 
@@ -54,13 +54,21 @@ export function requireState(name: string): LabState {
   return s;
 }
 
+const agentOptions = (s: LabState, node: string) => ({ lab: s.name, node, clusterCIDR: s.settings.clusterCIDR, serviceCIDR: s.settings.serviceCIDR, clusterDomain: s.settings.clusterDomain });
+
 /** Creates the lab's namespaces and agents; applies the objects. */
 export async function up(settings: LabSettings, objects: LabObject[], progress: Progress, opts: { prefix?: string } = {}): Promise<LabState> {
   const prefix = opts.prefix ?? LAB_PREFIX;
   const prev = loadState(settings.name);
   if (prev && Object.values(prev.agents).some(alive)) throw new Error(`lab ${settings.name} is already up (use skiff lab apply, or skiff lab down first)`);
-  const s: LabState = prev ?? { version: 1, name: settings.name, prefix, settings, nodes: [], objects: [], podCIDRs: {}, clusterIPs: {}, pods: {}, agents: {} };
-  s.settings = settings;
+  // Leftovers of a crashed run (a state file without live agents, or namespaces without a
+  // state file) are removed first: their pods' processes are gone, so nothing is reusable
+  // except the allocations, which are kept so pod CIDRs and ClusterIPs stay stable.
+  if (prev || labNamespaces(prefix, settings.name).length) {
+    progress(`removing the leftovers of an earlier lab ${settings.name}`);
+    await down(settings.name, progress, prev?.prefix ?? prefix);
+  }
+  const s: LabState = { version: 1, name: settings.name, prefix, settings, nodes: [], objects: [], podCIDRs: prev?.podCIDRs ?? {}, clusterIPs: prev?.clusterIPs ?? {}, pods: {}, agents: {} };
   saveState(s); // first, so a failure from here on leaves something `down` can read
 
   progress(`creating the lab switch ${prefix}${s.name}-sw`);
@@ -77,7 +85,7 @@ export async function up(settings: LabSettings, objects: LabObject[], progress: 
   writeManifests(s);
   for (const n of s.nodes) {
     progress(`starting the agent on ${n.name}`);
-    s.agents[n.name] = startAgent(n.ns, { lab: s.name, node: n.name, clusterCIDR: settings.clusterCIDR, serviceCIDR: settings.serviceCIDR, clusterDomain: settings.clusterDomain });
+    s.agents[n.name] = startAgent(n.ns, agentOptions(s, n.name));
     saveState(s);
   }
   progress('waiting for the agents to write their CNI configs');
@@ -192,6 +200,39 @@ function resolveProbePort(pod: Pod, port: number | string): number {
   return Number(port);
 }
 
+/** Adds a node to a running lab: the next free index, a fresh pod CIDR, its agent. */
+export async function addLabNode(s: LabState, progress: Progress): Promise<LabNode & { ns: string }> {
+  const used = new Set(s.nodes.map((n) => n.index));
+  let index = 1;
+  while (used.has(index)) index++;
+  const name = `node${index}`;
+  s.podCIDRs = assignPodCIDRs(s.settings.clusterCIDR, [...s.nodes.map((n) => n.name), name], s.podCIDRs);
+  progress(`creating ${name} (${nodeNsName(s.prefix, s.name, index)}, pod CIDR ${s.podCIDRs[name]})`);
+  const w = addNode(topologyOf(s), index, name);
+  const node = { name, index, podCIDR: s.podCIDRs[name]!, underlayIp: w.underlayIp, ns: w.ns };
+  s.nodes.push(node);
+  s.nodes.sort((a, b) => a.index - b.index);
+  saveState(s);
+  writeManifests(s);
+  progress(`starting the agent on ${name}`);
+  s.agents[name] = startAgent(node.ns, agentOptions(s, name));
+  saveState(s);
+  await waitFor(() => existsSync(join(cniConfDir(s.name, name), CONFLIST)), 15_000);
+  return node;
+}
+
+/** Stops a node's agent (TERM: kernel state stays, traffic keeps flowing) and starts a new one. */
+export async function restartAgent(s: LabState, name: string, progress: Progress): Promise<number> {
+  const n = s.nodes.find((x) => x.name === name);
+  if (!n) throw new Error(`node ${JSON.stringify(name)}: not in lab ${s.name} (nodes: ${s.nodes.map((x) => x.name).join(', ')})`);
+  progress(`stopping the agent on ${name}`);
+  await stopPid(s.agents[name]);
+  progress(`starting the agent on ${name}`);
+  s.agents[name] = startAgent(n.ns, agentOptions(s, name));
+  saveState(s);
+  return s.agents[name]!;
+}
+
 /** Removes a node from a running lab (its pods go with it). */
 export async function removeLabNode(s: LabState, name: string, progress: Progress): Promise<void> {
   const n = s.nodes.find((x) => x.name === name);
@@ -209,6 +250,7 @@ export async function removeLabNode(s: LabState, name: string, progress: Progres
   delete s.podCIDRs[name];
   saveState(s);
   writeManifests(s);
+  rmSync(nodeDir(s.name, name), { recursive: true, force: true });
   progress(`removed ${name}`);
 }
 
@@ -226,12 +268,28 @@ export async function down(name: string, progress: Progress, prefix = LAB_PREFIX
   const s = loadState(name);
   const pfx = s?.prefix ?? prefix;
   if (s) {
-    if (s.controllerPid) await stopPid(s.controllerPid);
-    for (const [node, pid] of Object.entries(s.agents)) {
-      progress(`stopping the agent on ${node}`);
-      await stopPid(pid);
-    }
-    for (const p of Object.values(s.pods)) for (const pid of p.pids) await stopPid(pid, 500);
+    // Only processes that live in one of this lab's namespaces are stopped: after a
+    // crash (or a reboot) a recorded pid may belong to someone else by now.
+    const ours = labNetnsInodes(pfx, name);
+    const mine = (pid: number | undefined) => pid !== undefined && ours.has(netnsInodeOf(pid) ?? -1);
+    if (s.controllerPid && mine(s.controllerPid)) await stopPid(s.controllerPid);
+    await Promise.all(
+      Object.entries(s.agents).map(async ([node, pid]) => {
+        if (!mine(pid)) return;
+        progress(`stopping the agent on ${node}`);
+        await stopPid(pid);
+      }),
+    );
+    await Promise.all(Object.values(s.pods).flatMap((p) => p.pids.filter(mine).map((pid) => stopPid(pid, 500))));
+  }
+  // Whatever still runs inside the lab's namespaces (a lost state file after a crash,
+  // a `lab exec` session) would outlive them: stop it too. Only processes whose network
+  // namespace is one of this lab's are touched.
+  const ours = labNetnsInodes(pfx, name);
+  const strays = ours.size ? processesIn(ours) : [];
+  if (strays.length) {
+    progress(`stopping ${strays.length} process(es) still running in the lab's namespaces`);
+    await Promise.all(strays.map((pid) => stopPid(pid, 1000)));
   }
   const removed = destroyNamespaces(pfx, name);
   if (removed.length) progress(`removed namespaces ${removed.join(' ')}`);
@@ -242,18 +300,103 @@ export async function down(name: string, progress: Progress, prefix = LAB_PREFIX
   logger('lab').debug('lab removed', { name });
 }
 
+/** Inode numbers of the lab's namespaces (what /proc/PID/ns/net points at). */
+function labNetnsInodes(prefix: string, lab: string): Set<number> {
+  const out = new Set<number>();
+  for (const ns of labNamespaces(prefix, lab)) {
+    try {
+      out.add(statSync(`/run/netns/${ns}`).ino);
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return out;
+}
+
+/** Pids whose network namespace is one of `inodes` (never this process). */
+function processesIn(inodes: Set<number>): number[] {
+  const out: number[] = [];
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    const pid = Number(d);
+    if (pid === process.pid) continue;
+    const ino = netnsInodeOf(pid);
+    if (ino !== undefined && inodes.has(ino)) out.push(pid);
+  }
+  return out;
+}
+
+function netnsInodeOf(pid: number): number | undefined {
+  try {
+    const m = /^net:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/ns/net`));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Waits until every running agent reports every peer up (or the time is over). */
+export async function waitPeersUp(name: string, ms: number): Promise<LabStatus> {
+  const until = Date.now() + ms;
+  for (;;) {
+    const st = status(name);
+    const want = st.nodes.length - 1;
+    const ok = st.nodes.every((n) => n.agent === 'running' && Object.keys(n.peers).length === want && Object.values(n.peers).every((p) => p.up));
+    if (ok || Date.now() >= until) return st;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+/** One pod per node pings one pod on every other node (the cross-node check `up` prints). */
+export function crossNodeCheck(s: LabState): { from: string; to: string; fromNode: string; toNode: string; ok: boolean }[] {
+  const byNode = new Map<string, [string, PodState][]>();
+  for (const e of Object.entries(s.pods).sort(([a], [b]) => a.localeCompare(b))) {
+    if (!e[1].ip || e[1].terminating) continue;
+    byNode.set(e[1].node, [...(byNode.get(e[1].node) ?? []), e]);
+  }
+  const out: { from: string; to: string; fromNode: string; toNode: string; ok: boolean }[] = [];
+  const nodes = [...byNode.keys()].sort();
+  for (const a of nodes) {
+    const [fromKey, from] = byNode.get(a)![0]!;
+    for (const b of nodes) {
+      if (a === b) continue;
+      const [toKey, to] = byNode.get(b)![0]!;
+      const r = spawnSync('ip', ['netns', 'exec', from.netns, 'ping', '-c', '1', '-W', '2', to.ip!], { stdio: 'ignore', timeout: 5000 });
+      out.push({ from: fromKey, to: toKey, fromNode: a, toNode: b, ok: r.status === 0 });
+    }
+  }
+  return out;
+}
+
 export interface LabStatus {
   name: string;
-  nodes: { name: string; ns: string; podCIDR: string; underlayIp: string; agent: 'running' | 'stopped'; peers: Record<string, { up: boolean; rttSeconds?: number }> }[];
+  nodes: {
+    name: string;
+    ns: string;
+    podCIDR: string;
+    underlayIp: string;
+    agent: 'running' | 'stopped';
+    peers: Record<string, { up: boolean; rttSeconds?: number }>;
+    /** Host firewall chains (other tables) that drop forwarded traffic by policy, as the agent reports them. */
+    firewallDrops: string[];
+  }[];
   pods: { key: string; node: string; ip?: string; ready: boolean }[];
   services: { key: string; clusterIP: string }[];
 }
 
-/** Reads an agent's /metrics from inside its node namespace. */
+/**
+ * Reads an agent's /metrics from inside its node namespace: a plain HTTP/1.0 GET through
+ * bash's /dev/tcp (milliseconds; starting a Node.js process per node made `lab status`
+ * take seconds on a loaded machine).
+ */
 export function agentMetrics(nodeNs: string): string | undefined {
-  const script = `fetch('http://${AGENT_METRICS}/metrics').then(r=>r.text()).then(t=>process.stdout.write(t),()=>process.exit(1))`;
+  const [host, port] = AGENT_METRICS.split(':') as [string, string];
+  const script = `exec 3<>/dev/tcp/${host}/${port} && printf 'GET /metrics HTTP/1.0\\r\\nHost: ${host}\\r\\n\\r\\n' >&3 && cat <&3`;
   try {
-    return execFileSync('ip', ['netns', 'exec', nodeNs, process.execPath, '-e', script], { encoding: 'utf8', timeout: 5000, stdio: ['ignore', 'pipe', 'ignore'] });
+    const raw = execFileSync('ip', ['netns', 'exec', nodeNs, 'timeout', '5', 'bash', '-c', script], { encoding: 'utf8', timeout: 6000, stdio: ['ignore', 'pipe', 'ignore'] });
+    const i = raw.indexOf('\r\n\r\n');
+    if (!/^HTTP\/1\.[01] 200/.test(raw) || i < 0) return undefined;
+    return raw.slice(i + 4);
   } catch {
     return undefined;
   }
@@ -266,6 +409,10 @@ export function parsePeerMetrics(text: string): Record<string, { up: boolean; rt
   return out;
 }
 
+export function parseFirewallDrops(text: string): string[] {
+  return [...text.matchAll(/^skiff_overlay_foreign_forward_drop\{chain="([^"]+)"\} 1$/gm)].map((m) => m[1]!).sort();
+}
+
 export function status(name: string): LabStatus {
   const s = requireState(name);
   const present = new Set(listNetns());
@@ -274,7 +421,7 @@ export function status(name: string): LabStatus {
     nodes: s.nodes.map((n: LabNode & { ns: string }) => {
       const running = alive(s.agents[n.name]) && present.has(n.ns);
       const metrics = running ? agentMetrics(n.ns) : undefined;
-      return { name: n.name, ns: n.ns, podCIDR: n.podCIDR, underlayIp: n.underlayIp, agent: running ? 'running' : 'stopped', peers: metrics ? parsePeerMetrics(metrics) : {} };
+      return { name: n.name, ns: n.ns, podCIDR: n.podCIDR, underlayIp: n.underlayIp, agent: running ? 'running' : 'stopped', peers: metrics ? parsePeerMetrics(metrics) : {}, firewallDrops: metrics ? parseFirewallDrops(metrics) : [] };
     }),
     pods: Object.entries(s.pods).map(([key, p]) => ({ key, node: p.node, ...(p.ip ? { ip: p.ip } : {}), ready: p.ready })),
     services: s.objects.filter((o) => o.kind === 'Service').map((o) => ({ key: serviceKey(o as never), clusterIP: s.clusterIPs[serviceKey(o as never)] ?? '' })),

@@ -7,7 +7,10 @@
 // chain only; the packet still traverses every other base chain on the same hook, and
 // a drop there is final. So this table guarantees skiff itself never drops pod
 // traffic and documents (with counters) what it forwards, but a host firewall whose
-// own forward chain drops pod traffic must allow it there. See docs/lab.md.
+// own forward chain drops pod traffic must allow it there. skiff never edits another
+// table: it detects (read-only) forward base chains with a drop policy in other
+// tables, and legacy iptables' FORWARD policy, and reports them with the exact rules
+// that would let pod traffic through. See docs/overlay.md.
 import type { Executor } from '../os/exec.js';
 import { networkOf, parseCidr } from '../util/ip.js';
 
@@ -87,4 +90,64 @@ export class OverlayFirewall {
     if (r.code !== 0) throw new Error(`overlay firewall: removing table failed: ${r.stderr.trim()}`);
     this.lastApplied = undefined;
   }
+}
+
+/** A forward-hook base chain outside skiff's table whose policy drops what no rule accepts. */
+export interface ForeignDrop {
+  /** nft family (ip, ip6, inet, bridge), or "iptables-legacy". */
+  family: string;
+  table: string;
+  chain: string;
+  priority?: number;
+}
+
+/** Parses `nft -j list chains` (pure): forward base chains with policy drop, other than skiff's. */
+export function foreignForwardDrops(json: string): ForeignDrop[] {
+  let doc: { nftables?: { chain?: { family?: string; table?: string; name?: string; hook?: string; policy?: string; prio?: number } }[] };
+  try {
+    doc = JSON.parse(json);
+  } catch {
+    return [];
+  }
+  const out: ForeignDrop[] = [];
+  for (const e of doc.nftables ?? []) {
+    const c = e.chain;
+    if (!c || c.hook !== 'forward' || c.policy !== 'drop') continue;
+    if (c.family === 'inet' && c.table === OVERLAY_TABLE) continue;
+    out.push({ family: c.family ?? '?', table: c.table ?? '?', chain: c.name ?? '?', ...(typeof c.prio === 'number' ? { priority: c.prio } : {}) });
+  }
+  return out;
+}
+
+/** The rules an administrator can add to their own chain so pod traffic passes it (skiff never adds them). */
+export function allowRulesFor(d: ForeignDrop, clusterCIDRs: string[]): string[] {
+  const rules: string[] = [];
+  for (const cidr of clusterCIDRs) {
+    const six = parseCidr(cidr).family === 6;
+    if (d.family === 'iptables-legacy') {
+      const cmd = six ? 'ip6tables-legacy' : 'iptables-legacy';
+      rules.push(`${cmd} -I FORWARD -s ${cidr} -j ACCEPT`, `${cmd} -I FORWARD -d ${cidr} -j ACCEPT`);
+      continue;
+    }
+    if ((d.family === 'ip' && six) || (d.family === 'ip6' && !six)) continue;
+    const m = six ? 'ip6' : 'ip';
+    rules.push(`nft insert rule ${d.family} ${d.table} ${d.chain} ${m} saddr ${cidr} accept`, `nft insert rule ${d.family} ${d.table} ${d.chain} ${m} daddr ${cidr} accept`);
+  }
+  return rules;
+}
+
+/** Read-only look at the node's other firewalls: nft forward chains with policy drop, and iptables-legacy's FORWARD policy. */
+export async function inspectForeignFirewall(exec: Executor, netnsPath?: string): Promise<ForeignDrop[]> {
+  const run = (c: string, a: string[]) => exec(c, a).catch((e: unknown) => ({ code: 127, stdout: '', stderr: String(e) }));
+  const [cmd, args] = nftCommand(netnsPath, ['-j', 'list', 'chains']);
+  const r = await run(cmd, args);
+  const out = r.code === 0 ? foreignForwardDrops(r.stdout) : [];
+  // Legacy xtables rules are invisible to nft; look only when the legacy filter table is loaded here.
+  const names = netnsPath ? await run('nsenter', [`--net=${netnsPath}`, 'cat', '/proc/net/ip_tables_names']) : await run('cat', ['/proc/net/ip_tables_names']);
+  if (names.code === 0 && /^filter$/m.test(names.stdout)) {
+    const [c2, a2] = netnsPath ? ['nsenter', [`--net=${netnsPath}`, 'iptables-legacy', '-w', '-S', 'FORWARD']] : ['iptables-legacy', ['-w', '-S', 'FORWARD']];
+    const l = await run(c2 as string, a2 as string[]);
+    if (l.code === 0 && /^-P FORWARD DROP$/m.test(l.stdout)) out.push({ family: 'iptables-legacy', table: 'filter', chain: 'FORWARD' });
+  }
+  return out;
 }

@@ -15,7 +15,8 @@ import { inNetns } from '../os/netns.js';
 import { familyOf } from '../util/ip.js';
 import { logger, type Logger } from '../util/log.js';
 import { ensureOverlayDevice, vxlanName, type OverlaySettings } from './device.js';
-import { OverlayFirewall } from './firewall.js';
+import { Gauge } from 'prom-client';
+import { allowRulesFor, inspectForeignFirewall, OverlayFirewall, type ForeignDrop } from './firewall.js';
 import {
   ANNOTATION_UNDERLAY_IP,
   ANNOTATION_VTEP_MAC,
@@ -45,6 +46,8 @@ export interface OverlayOptions {
   /** Peer probing interval; 0 disables probing (default 5000 ms). */
   probeIntervalMs?: number;
   probeTimeoutMs?: number;
+  /** How often to look (read-only) for other tables' forward chains that drop by policy; 0 disables (default 10000 ms). */
+  firewallCheckMs?: number;
 }
 
 export interface OverlayDeps {
@@ -144,6 +147,11 @@ export class OverlayReconciler implements Reconciler {
   private lastError: string | undefined;
   private status: OverlayStatus = { peers: [], skipped: [], lastOps: 0 };
   private forwardingDone = false;
+  private foreign: ForeignDrop[] = [];
+  private foreignKey = '';
+  private foreignTimer: NodeJS.Timeout | undefined;
+  private foreignGauge: Gauge<'chain'> | undefined;
+  private lastClusterCIDRs: string[] = [];
 
   constructor(private readonly deps: OverlayDeps, private readonly opts: OverlayOptions = {}) {
     this.settings = {
@@ -181,6 +189,39 @@ export class OverlayReconciler implements Reconciler {
 
   overlayStatus(): OverlayStatus {
     return this.status;
+  }
+
+  /** Other tables' forward chains (and legacy iptables FORWARD) that drop by policy, as last seen. */
+  foreignDrops(): ForeignDrop[] {
+    return this.foreign;
+  }
+
+  /** Looks at the other firewalls (read-only) and reports changes: a warning with the rules to add, and a gauge. */
+  async checkForeignFirewall(): Promise<ForeignDrop[]> {
+    const found = await inspectForeignFirewall(this.deps.exec ?? realExec, this.deps.netnsPath);
+    const key = JSON.stringify(found);
+    if (key !== this.foreignKey) {
+      const label = (d: ForeignDrop) => `${d.family} ${d.table} ${d.chain}`;
+      if (this.deps.registry) {
+        this.foreignGauge ??=
+          (this.deps.registry.getSingleMetric('skiff_overlay_foreign_forward_drop') as Gauge<'chain'> | undefined) ??
+          new Gauge({ name: 'skiff_overlay_foreign_forward_drop', help: 'A forward base chain outside skiff\'s table (or legacy iptables FORWARD) with policy drop: pod traffic passes only if that chain accepts it.', labelNames: ['chain'], registers: [this.deps.registry] });
+        this.foreignGauge.reset();
+        for (const d of found) this.foreignGauge.set({ chain: label(d) }, 1);
+      }
+      for (const d of found) {
+        if (this.foreign.some((x) => label(x) === label(d))) continue;
+        this.log.warn('a host firewall chain drops forwarded traffic by policy; skiff does not edit it: unless it accepts pod traffic, cross-node and egress pod traffic is dropped there', {
+          chain: label(d),
+          ...(d.priority !== undefined ? { priority: d.priority } : {}),
+          allowWith: allowRulesFor(d, this.lastClusterCIDRs),
+        });
+      }
+      for (const d of this.foreign) if (!found.some((x) => label(x) === label(d))) this.log.info('host firewall chain no longer drops by policy', { chain: label(d) });
+      this.foreign = found;
+      this.foreignKey = key;
+    }
+    return found;
   }
 
   peerHealth(): PeerHealth[] {
@@ -251,7 +292,16 @@ export class OverlayReconciler implements Reconciler {
     }
 
     if (this.opts.firewall !== false) {
-      await this.firewall.apply({ clusterCIDRs: this.clusterCIDRs(desired, me), masquerade: this.opts.masquerade !== false }, full);
+      this.lastClusterCIDRs = this.clusterCIDRs(desired, me);
+      await this.firewall.apply({ clusterCIDRs: this.lastClusterCIDRs, masquerade: this.opts.masquerade !== false }, full);
+      const every = this.opts.firewallCheckMs ?? 10_000;
+      if (every > 0) {
+        await this.checkForeignFirewall().catch((e: unknown) => this.log.debug('host firewall check failed', { error: String(e) }));
+        if (!this.foreignTimer) {
+          this.foreignTimer = setInterval(() => void this.checkForeignFirewall().catch(() => {}), every);
+          this.foreignTimer.unref();
+        }
+      }
     }
 
     this.prober?.setTargets(desired.peers.map((p) => ({ node: p.node, ip: gatewayOf(p.podCIDRs.find((c) => familyOf(c.split('/')[0]!) === 4) ?? p.podCIDRs[0]!) })).filter((t) => familyOf(t.ip) === 4));
@@ -268,6 +318,8 @@ export class OverlayReconciler implements Reconciler {
 
   /** Stops probing and closes the socket; kernel state stays (traffic keeps flowing). */
   async stop(): Promise<void> {
+    if (this.foreignTimer) clearInterval(this.foreignTimer);
+    this.foreignTimer = undefined;
     await this.prober?.stop();
     this.nl?.close();
     this.nl = undefined;
@@ -275,6 +327,8 @@ export class OverlayReconciler implements Reconciler {
 
   /** Removes everything the overlay owns: the device (and with it every entry on it), its routes, the table. */
   async cleanup(): Promise<void> {
+    if (this.foreignTimer) clearInterval(this.foreignTimer);
+    this.foreignTimer = undefined;
     await this.prober?.stop();
     const nl = this.netlink();
     const dev = await nl.linkByName(vxlanName(this.settings));

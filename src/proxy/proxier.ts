@@ -26,10 +26,15 @@ export interface ProxierConfig {
   families?: IPFamily[];
   /**
    * Address the healthCheckNodePort servers listen on; false disables them. Default
-   * "0.0.0.0", or disabled when the agent drives another network namespace
-   * (ctx.netnsPath), since a listening socket would land in the agent's own.
+   * "0.0.0.0"; when the agent drives another network namespace (ctx.netnsPath) the
+   * sockets are opened inside it, on every address of that namespace.
    */
   healthCheckBind?: string | false;
+  /**
+   * /healthz turns unhealthy when a seen change has waited longer than this without
+   * being applied (kube-proxy's healthz timeout); 0 or absent: never.
+   */
+  staleAfterMs?: number;
 }
 
 export interface ConntrackCleaner {
@@ -69,6 +74,7 @@ export class Proxier implements Reconciler {
   private readonly conntrack: ConntrackCleaner | null;
   private readonly health_: HealthCheckServers | null;
   private readonly now: () => number;
+  private readonly staleAfterMs: number;
   private synced = false;
   private readonly lastConflicts = new Map<IPFamily, string>();
   private lastError: string | undefined;
@@ -79,6 +85,7 @@ export class Proxier implements Reconciler {
   private readonly mProgramming: Histogram;
   private readonly mLast: Gauge;
   private readonly mPending: Gauge;
+  private readonly mChanges: Counter<'kind'>;
   private readonly mFailures: Counter;
   private readonly mServices: Gauge<'family'>;
   private readonly mEndpoints: Gauge<'family'>;
@@ -98,8 +105,9 @@ export class Proxier implements Reconciler {
     this.now = deps.now ?? (() => Date.now());
     this.conntrack =
       deps.conntrack === undefined ? new Conntrack(ctx.exec, ctx.netnsPath ? { netnsPath: ctx.netnsPath } : {}) : deps.conntrack;
-    const bind = cfg.healthCheckBind ?? (ctx.netnsPath ? false : '0.0.0.0');
-    this.health_ = bind === false ? null : new HealthCheckServers({ bind, log: ctx.log });
+    const bind = cfg.healthCheckBind ?? '0.0.0.0';
+    this.health_ = bind === false ? null : new HealthCheckServers({ bind, log: ctx.log, ...(ctx.netnsPath ? { netnsPath: ctx.netnsPath } : {}) });
+    this.staleAfterMs = cfg.staleAfterMs ?? 0;
 
     const registers = [ctx.registry];
     const r = ctx.registry;
@@ -107,6 +115,7 @@ export class Proxier implements Reconciler {
     this.mProgramming = metric(r, 'skiff_network_programming_duration_seconds', () => new Histogram({ name: 'skiff_network_programming_duration_seconds', help: 'Time from a Service/EndpointSlice change (or its trigger-time annotation) to its rules being applied.', buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60], registers }));
     this.mLast = metric(r, 'skiff_sync_proxy_rules_last_timestamp_seconds', () => new Gauge({ name: 'skiff_sync_proxy_rules_last_timestamp_seconds', help: 'Unix time of the last successful proxy rule sync.', registers }));
     this.mPending = metric(r, 'skiff_proxy_changes_pending', () => new Gauge({ name: 'skiff_proxy_changes_pending', help: 'Service and EndpointSlice changes seen but not yet applied.', registers }));
+    this.mChanges = metric(r, 'skiff_proxy_changes_total', () => new Counter({ name: 'skiff_proxy_changes_total', help: 'Service and EndpointSlice changes seen, by kind.', labelNames: ['kind'], registers }));
     this.mFailures = metric(r, 'skiff_sync_proxy_rules_nftables_failures_total', () => new Counter({ name: 'skiff_sync_proxy_rules_nftables_failures_total', help: 'nftables transactions of the proxy that failed.', registers }));
     this.mServices = metric(r, 'skiff_proxy_services', () => new Gauge({ name: 'skiff_proxy_services', help: 'Service ports programmed, by IP family.', labelNames: ['family'], registers }));
     this.mEndpoints = metric(r, 'skiff_proxy_endpoints', () => new Gauge({ name: 'skiff_proxy_endpoints', help: 'Endpoints programmed (service port x endpoint), by IP family.', labelNames: ['family'], registers }));
@@ -119,6 +128,7 @@ export class Proxier implements Reconciler {
     const t = this.now();
     for (const c of changes) {
       if (c.kind !== 'Service' && c.kind !== 'EndpointSlice') continue;
+      this.mChanges.inc({ kind: c.kind });
       const id = `${c.kind}/${c.key}`;
       if (this.pending.has(id)) continue;
       let at = t;
@@ -137,7 +147,14 @@ export class Proxier implements Reconciler {
   }
 
   health(): { ok: boolean; detail?: string } {
-    return this.lastError === undefined ? { ok: true } : { ok: false, detail: `last proxy sync failed: ${this.lastError}` };
+    if (this.lastError !== undefined) return { ok: false, detail: `last proxy sync failed: ${this.lastError}` };
+    if (this.staleAfterMs > 0 && this.synced) {
+      let oldest = Infinity;
+      for (const at of this.pending.values()) oldest = Math.min(oldest, at);
+      const age = this.now() - oldest;
+      if (age > this.staleAfterMs) return { ok: false, detail: `${this.pending.size} service/endpoint change(s) pending for ${Math.round(age / 1000)}s` };
+    }
+    return { ok: true };
   }
 
   /** Stops listening (health servers, view subscription). Leaves the rules in place. */

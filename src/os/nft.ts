@@ -286,6 +286,8 @@ export function protoNumber(p: string | number): number | undefined {
 
 function canonIp(s: string, v: 4 | 6): string | undefined {
   if (v === 4 ? !isIPv4(s) : !isIPv6(s) || s.includes('%')) return undefined;
+  // node's isIPv4 accepts only canonical dotted quads (no leading zeros): nothing to do.
+  if (v === 4) return s;
   return bytesToIp(ipToBytes(s));
 }
 

@@ -78,6 +78,11 @@ export class Proxier implements Reconciler {
   private synced = false;
   private readonly lastConflicts = new Map<IPFamily, string>();
   private lastError: string | undefined;
+  /** Per service: ports and endpoints programmed by family (for the gauges), and their totals. */
+  private readonly counts = new Map<string, Map<IPFamily, { svc: number; eps: number }>>();
+  private readonly totals = new Map<IPFamily, { svc: number; eps: number }>();
+  /** Services with a healthCheckNodePort. */
+  private readonly healthKeys = new Set<string>();
   /** Stats of the last plan per family (tests and debugging). */
   lastStats = new Map<IPFamily, PlanStats>();
 
@@ -287,7 +292,7 @@ export class Proxier implements Reconciler {
     this.synced = true;
     this.mLast.set(Date.now() / 1000);
     this.observeProgramming(full ? undefined : req.changes, t1);
-    this.updateGauges();
+    this.updateGauges(dirty);
     await this.cleanupConntrack(before);
     await this.syncHealthServers();
   }
@@ -303,19 +308,39 @@ export class Proxier implements Reconciler {
     this.mPending.set(this.pending.size);
   }
 
-  private updateGauges(): void {
-    const svc = new Map<IPFamily, number>();
-    const eps = new Map<IPFamily, number>();
-    for (const ports of this.models.values()) {
-      for (const sp of ports) {
-        const f = sp.info.family;
-        svc.set(f, (svc.get(f) ?? 0) + 1);
-        eps.set(f, (eps.get(f) ?? 0) + programmed(sp).length);
+  /**
+   * Updates the per-service counts of the services recomputed in this sync and the
+   * gauges from running totals: O(changed services), not O(all services), so a
+   * partial sync stays independent of the table's size.
+   */
+  private updateGauges(dirty: Iterable<string>): void {
+    for (const key of dirty) {
+      const old = this.counts.get(key);
+      if (old) for (const [f, c] of old) this.totals.set(f, { svc: this.totals.get(f)!.svc - c.svc, eps: this.totals.get(f)!.eps - c.eps });
+      const ports = this.models.get(key);
+      if (!ports) {
+        this.counts.delete(key);
+        this.healthKeys.delete(key);
+        continue;
       }
+      const cur = new Map<IPFamily, { svc: number; eps: number }>();
+      for (const sp of ports) {
+        const c = cur.get(sp.info.family) ?? { svc: 0, eps: 0 };
+        c.svc++;
+        c.eps += programmed(sp).length;
+        cur.set(sp.info.family, c);
+      }
+      this.counts.set(key, cur);
+      for (const [f, c] of cur) {
+        const t = this.totals.get(f) ?? { svc: 0, eps: 0 };
+        this.totals.set(f, { svc: t.svc + c.svc, eps: t.eps + c.eps });
+      }
+      if (ports.some((sp) => sp.info.healthCheckNodePort !== undefined)) this.healthKeys.add(key);
+      else this.healthKeys.delete(key);
     }
     for (const f of this.families) {
-      this.mServices.set({ family: `ipv${f}` }, svc.get(f) ?? 0);
-      this.mEndpoints.set({ family: `ipv${f}` }, eps.get(f) ?? 0);
+      this.mServices.set({ family: `ipv${f}` }, this.totals.get(f)?.svc ?? 0);
+      this.mEndpoints.set({ family: `ipv${f}` }, this.totals.get(f)?.eps ?? 0);
     }
   }
 
@@ -340,8 +365,8 @@ export class Proxier implements Reconciler {
     if (!this.health_) return;
     this.health_.proxyHealthy = true;
     const want = new Map<number, HealthTarget>();
-    for (const ports of this.models.values()) {
-      for (const sp of ports) {
+    for (const key of this.healthKeys) {
+      for (const sp of this.models.get(key) ?? []) {
         const hc = sp.info.healthCheckNodePort;
         if (hc === undefined) continue;
         const local = new Set(selectEndpoints(sp).external.map((e) => e.ip));

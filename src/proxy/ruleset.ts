@@ -12,12 +12,13 @@
 //                       <node address> l4proto . dport vmap @service-nodeports
 //   service-H-ns/name/proto/port     per service port, cluster traffic: masquerade mark
 //                       for sources outside the cluster CIDR, affinity lookups, then
-//                       numgen inc (round-robin, default) or random over endpoints
+//                       a cascade `numgen inc|random mod N-k 0 goto endpoint_k`:
+//                       exact round-robin (default) or uniform random, no set
 //   external-H-...      per service port, external traffic (NodePort, externalIPs, LB):
 //                       eTP Cluster: mark + the service chain; eTP Local: pods and the
 //                       node go to the service chain, others to local endpoints only,
 //                       unmasqueraded (client IP preserved)
-//   endpoint-H-...__IP/port   hairpin mark, affinity refresh, DNAT
+//   endpoint-H-...__IP/port   hairpin mark (inline), affinity refresh, DNAT
 //   affinity-H-...__IP/port   set of client IPs (flags dynamic,timeout) per endpoint
 //   masquerading        packets carrying the mark are masqueraded (mark cleared)
 //   reject-chain        ICMP port unreachable

@@ -388,6 +388,14 @@ export class Tracer {
         return { t: 'nat' };
       } else if ('reject' in e) {
         return { t: 'reject', with: e.reject };
+      } else if ('numgenMatch' in e) {
+        let n: number;
+        if (e.numgenMatch === 'inc') {
+          n = this.counters.get(rule) ?? 0;
+          this.counters.set(rule, n + 1);
+          n %= e.mod;
+        } else n = Math.floor(this.rand() * e.mod);
+        if (n !== e.value) return { t: 'nomatch' };
       } else if ('numgen' in e) {
         let n: number;
         if (e.numgen === 'inc') {

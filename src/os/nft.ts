@@ -114,6 +114,14 @@ export type Expr =
   | { vmap: SetRef; key: readonly Selector[] }
   /** `numgen inc|random mod N vmap { 0 : v0, 1 : v1, ... }`; entry i is taken when the generator yields i. */
   | { numgen: 'inc' | 'random'; vmap: readonly VerdictExpr[] }
+  /**
+   * `numgen inc|random mod N V`: matches when this expression's generator yields V.
+   * Each expression has its own generator (an `inc` counter advances every time the
+   * expression is evaluated), so a cascade of rules `mod N 0`, `mod N-1 0`, ..., and a
+   * last unconditional rule picks the N targets in exact rotation (inc) or uniformly
+   * (random) without a set.
+   */
+  | { numgenMatch: 'inc' | 'random'; mod: number; value: number }
   | VerdictExpr;
 
 // ---------------------------------------------------------------------------------
@@ -278,6 +286,8 @@ export function protoNumber(p: string | number): number | undefined {
 
 function canonIp(s: string, v: 4 | 6): string | undefined {
   if (v === 4 ? !isIPv4(s) : !isIPv6(s) || s.includes('%')) return undefined;
+  // node's isIPv4 accepts only canonical dotted quads (no leading zeros): nothing to do.
+  if (v === 4) return s;
   return bytesToIp(ipToBytes(s));
 }
 
@@ -410,6 +420,10 @@ export function checkExprs(exprs: readonly Expr[]): void {
     } else if ('dnat' in e) {
       if (!isIPv4(e.dnat) && !isIPv6(e.dnat)) throw new NftError(`invalid dnat address ${JSON.stringify(e.dnat)}`);
       if (e.port !== undefined) canonLiteral('inet_service', e.port, false);
+    } else if ('numgenMatch' in e) {
+      if (e.numgenMatch !== 'inc' && e.numgenMatch !== 'random') throw new NftError(`invalid numgen mode ${JSON.stringify(e.numgenMatch)}`);
+      if (!Number.isInteger(e.mod) || e.mod < 1 || e.mod > 0xffffffff) throw new NftError(`invalid numgen modulus ${JSON.stringify(e.mod)}`);
+      if (!Number.isInteger(e.value) || e.value < 0 || e.value >= e.mod) throw new NftError(`invalid numgen value ${JSON.stringify(e.value)} (0 to ${e.mod - 1})`);
     } else if ('numgen' in e) {
       if (e.numgen !== 'inc' && e.numgen !== 'random') throw new NftError(`invalid numgen mode ${JSON.stringify(e.numgen)}`);
       if (e.vmap.length === 0) throw new NftError('numgen with no entries');
@@ -484,6 +498,7 @@ export function renderExpr(e: Expr, family: TableFamily): string {
     const [kind, code] = e.reject.split(' ') as [string, string];
     return `reject with ${kind} type ${code}`;
   }
+  if ('numgenMatch' in e) return `numgen ${e.numgenMatch} mod ${e.mod} ${e.value}`;
   if ('numgen' in e) return `numgen ${e.numgen} mod ${e.vmap.length} vmap { ${e.vmap.map((v, i) => `${i} : ${renderVerdict(v)}`).join(', ')} }`;
   if ('vmap' in e) return `${e.key.join(' . ')} vmap @${e.vmap.set}`;
   return renderVerdict(e);

@@ -8,7 +8,7 @@ import type { Executor } from '../os/exec.js';
 import { FakeNft } from '../os/nft-fake.js';
 import { Tracer, type Packet } from '../os/nft-trace.js';
 import { logger, setLogSink } from '../util/log.js';
-import { Proxier, type ProxierConfig } from './proxier.js';
+import { Proxier, type ProxierConfig, type ProxierDeps } from './proxier.js';
 import type { Change, ClusterReader, EndpointConditions, EndpointSlice, Kind, KindMap, Protocol, Service, ServicePort } from '../cluster/types.js';
 import { keyOf } from '../cluster/types.js';
 import { SERVICE_NAME_LABEL } from './model.js';
@@ -148,7 +148,7 @@ export interface Harness {
   tracer: (opts?: { now?: () => number; seed?: number }) => Tracer;
 }
 
-export function harness(cfg: Partial<ProxierConfig> = {}): Harness {
+export function harness(cfg: Partial<ProxierConfig> = {}, deps: Pick<ProxierDeps, 'now'> = {}): Harness {
   if (!sinkInstalled) {
     setLogSink((l) => logLines.push(l));
     sinkInstalled = true;
@@ -163,6 +163,7 @@ export function harness(cfg: Partial<ProxierConfig> = {}): Harness {
     { clusterCIDR: '10.244.0.0/16', balancing: 'round-robin', nodeIPs: [NODE_IP], healthCheckBind: false, ...cfg },
     nft,
     {
+      ...deps,
       conntrack: {
         delete: async (f) => {
           conntrack.push(f);

@@ -4,6 +4,7 @@
 // The body follows kube-proxy's: {"service":{"namespace","name"},"localEndpoints":N,
 // "serviceProxyHealthy":bool}.
 import { createServer, type Server } from 'node:http';
+import { inNetns } from '../os/netns.js';
 import type { Logger } from '../util/log.js';
 
 export interface HealthTarget {
@@ -18,7 +19,13 @@ export class HealthCheckServers {
   proxyHealthy = true;
 
   constructor(
-    private readonly opts: { bind: string; log?: Logger },
+    /**
+     * netnsPath: open the listening sockets inside this network namespace (the agent
+     * drives a node namespace it does not live in). They then listen on every address
+     * there (dual-stack wildcard, IPv4 only if IPv6 is off): a bind with a host name
+     * would resolve it asynchronously, after we have left the namespace.
+     */
+    private readonly opts: { bind: string; log?: Logger; netnsPath?: string },
   ) {}
 
   /** Opens, updates and closes servers so exactly `desired` (port -> target) are served. */
@@ -47,10 +54,13 @@ export class HealthCheckServers {
       try {
         await new Promise<void>((resolve, reject) => {
           entry.server.once('error', reject);
-          entry.server.listen(port, this.opts.bind, () => {
+          const done = () => {
             entry.server.off('error', reject);
             resolve();
-          });
+          };
+          // Without a host, listen() creates and binds the socket synchronously.
+          if (this.opts.netnsPath) inNetns(this.opts.netnsPath, () => entry.server.listen(port, done));
+          else entry.server.listen(port, this.opts.bind, done);
         });
         this.servers.set(port, entry);
       } catch (e) {

@@ -65,6 +65,7 @@ function canonIp(s: unknown, fam?: IPFamily): string | undefined {
   if (typeof s !== 'string') return undefined;
   if (fam === 4 ? !isIPv4(s) : fam === 6 ? !isIPv6(s) : !isIPv4(s) && !isIPv6(s)) return undefined;
   if (s.includes('%')) return undefined;
+  if (isIPv4(s)) return s; // already canonical (isIPv4 rejects leading zeros)
   return bytesToIp(ipToBytes(s));
 }
 

@@ -26,10 +26,15 @@ export interface ProxierConfig {
   families?: IPFamily[];
   /**
    * Address the healthCheckNodePort servers listen on; false disables them. Default
-   * "0.0.0.0", or disabled when the agent drives another network namespace
-   * (ctx.netnsPath), since a listening socket would land in the agent's own.
+   * "0.0.0.0"; when the agent drives another network namespace (ctx.netnsPath) the
+   * sockets are opened inside it, on every address of that namespace.
    */
   healthCheckBind?: string | false;
+  /**
+   * /healthz turns unhealthy when a seen change has waited longer than this without
+   * being applied (kube-proxy's healthz timeout); 0 or absent: never.
+   */
+  staleAfterMs?: number;
 }
 
 export interface ConntrackCleaner {
@@ -69,9 +74,15 @@ export class Proxier implements Reconciler {
   private readonly conntrack: ConntrackCleaner | null;
   private readonly health_: HealthCheckServers | null;
   private readonly now: () => number;
+  private readonly staleAfterMs: number;
   private synced = false;
   private readonly lastConflicts = new Map<IPFamily, string>();
   private lastError: string | undefined;
+  /** Per service: ports and endpoints programmed by family (for the gauges), and their totals. */
+  private readonly counts = new Map<string, Map<IPFamily, { svc: number; eps: number }>>();
+  private readonly totals = new Map<IPFamily, { svc: number; eps: number }>();
+  /** Services with a healthCheckNodePort. */
+  private readonly healthKeys = new Set<string>();
   /** Stats of the last plan per family (tests and debugging). */
   lastStats = new Map<IPFamily, PlanStats>();
 
@@ -79,6 +90,7 @@ export class Proxier implements Reconciler {
   private readonly mProgramming: Histogram;
   private readonly mLast: Gauge;
   private readonly mPending: Gauge;
+  private readonly mChanges: Counter<'kind'>;
   private readonly mFailures: Counter;
   private readonly mServices: Gauge<'family'>;
   private readonly mEndpoints: Gauge<'family'>;
@@ -98,8 +110,9 @@ export class Proxier implements Reconciler {
     this.now = deps.now ?? (() => Date.now());
     this.conntrack =
       deps.conntrack === undefined ? new Conntrack(ctx.exec, ctx.netnsPath ? { netnsPath: ctx.netnsPath } : {}) : deps.conntrack;
-    const bind = cfg.healthCheckBind ?? (ctx.netnsPath ? false : '0.0.0.0');
-    this.health_ = bind === false ? null : new HealthCheckServers({ bind, log: ctx.log });
+    const bind = cfg.healthCheckBind ?? '0.0.0.0';
+    this.health_ = bind === false ? null : new HealthCheckServers({ bind, log: ctx.log, ...(ctx.netnsPath ? { netnsPath: ctx.netnsPath } : {}) });
+    this.staleAfterMs = cfg.staleAfterMs ?? 0;
 
     const registers = [ctx.registry];
     const r = ctx.registry;
@@ -107,6 +120,7 @@ export class Proxier implements Reconciler {
     this.mProgramming = metric(r, 'skiff_network_programming_duration_seconds', () => new Histogram({ name: 'skiff_network_programming_duration_seconds', help: 'Time from a Service/EndpointSlice change (or its trigger-time annotation) to its rules being applied.', buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60], registers }));
     this.mLast = metric(r, 'skiff_sync_proxy_rules_last_timestamp_seconds', () => new Gauge({ name: 'skiff_sync_proxy_rules_last_timestamp_seconds', help: 'Unix time of the last successful proxy rule sync.', registers }));
     this.mPending = metric(r, 'skiff_proxy_changes_pending', () => new Gauge({ name: 'skiff_proxy_changes_pending', help: 'Service and EndpointSlice changes seen but not yet applied.', registers }));
+    this.mChanges = metric(r, 'skiff_proxy_changes_total', () => new Counter({ name: 'skiff_proxy_changes_total', help: 'Service and EndpointSlice changes seen, by kind.', labelNames: ['kind'], registers }));
     this.mFailures = metric(r, 'skiff_sync_proxy_rules_nftables_failures_total', () => new Counter({ name: 'skiff_sync_proxy_rules_nftables_failures_total', help: 'nftables transactions of the proxy that failed.', registers }));
     this.mServices = metric(r, 'skiff_proxy_services', () => new Gauge({ name: 'skiff_proxy_services', help: 'Service ports programmed, by IP family.', labelNames: ['family'], registers }));
     this.mEndpoints = metric(r, 'skiff_proxy_endpoints', () => new Gauge({ name: 'skiff_proxy_endpoints', help: 'Endpoints programmed (service port x endpoint), by IP family.', labelNames: ['family'], registers }));
@@ -119,6 +133,7 @@ export class Proxier implements Reconciler {
     const t = this.now();
     for (const c of changes) {
       if (c.kind !== 'Service' && c.kind !== 'EndpointSlice') continue;
+      this.mChanges.inc({ kind: c.kind });
       const id = `${c.kind}/${c.key}`;
       if (this.pending.has(id)) continue;
       let at = t;
@@ -137,7 +152,14 @@ export class Proxier implements Reconciler {
   }
 
   health(): { ok: boolean; detail?: string } {
-    return this.lastError === undefined ? { ok: true } : { ok: false, detail: `last proxy sync failed: ${this.lastError}` };
+    if (this.lastError !== undefined) return { ok: false, detail: `last proxy sync failed: ${this.lastError}` };
+    if (this.staleAfterMs > 0 && this.synced) {
+      let oldest = Infinity;
+      for (const at of this.pending.values()) oldest = Math.min(oldest, at);
+      const age = this.now() - oldest;
+      if (age > this.staleAfterMs) return { ok: false, detail: `${this.pending.size} service/endpoint change(s) pending for ${Math.round(age / 1000)}s` };
+    }
+    return { ok: true };
   }
 
   /** Stops listening (health servers, view subscription). Leaves the rules in place. */
@@ -270,7 +292,7 @@ export class Proxier implements Reconciler {
     this.synced = true;
     this.mLast.set(Date.now() / 1000);
     this.observeProgramming(full ? undefined : req.changes, t1);
-    this.updateGauges();
+    this.updateGauges(dirty);
     await this.cleanupConntrack(before);
     await this.syncHealthServers();
   }
@@ -286,19 +308,39 @@ export class Proxier implements Reconciler {
     this.mPending.set(this.pending.size);
   }
 
-  private updateGauges(): void {
-    const svc = new Map<IPFamily, number>();
-    const eps = new Map<IPFamily, number>();
-    for (const ports of this.models.values()) {
-      for (const sp of ports) {
-        const f = sp.info.family;
-        svc.set(f, (svc.get(f) ?? 0) + 1);
-        eps.set(f, (eps.get(f) ?? 0) + programmed(sp).length);
+  /**
+   * Updates the per-service counts of the services recomputed in this sync and the
+   * gauges from running totals: O(changed services), not O(all services), so a
+   * partial sync stays independent of the table's size.
+   */
+  private updateGauges(dirty: Iterable<string>): void {
+    for (const key of dirty) {
+      const old = this.counts.get(key);
+      if (old) for (const [f, c] of old) this.totals.set(f, { svc: this.totals.get(f)!.svc - c.svc, eps: this.totals.get(f)!.eps - c.eps });
+      const ports = this.models.get(key);
+      if (!ports) {
+        this.counts.delete(key);
+        this.healthKeys.delete(key);
+        continue;
       }
+      const cur = new Map<IPFamily, { svc: number; eps: number }>();
+      for (const sp of ports) {
+        const c = cur.get(sp.info.family) ?? { svc: 0, eps: 0 };
+        c.svc++;
+        c.eps += programmed(sp).length;
+        cur.set(sp.info.family, c);
+      }
+      this.counts.set(key, cur);
+      for (const [f, c] of cur) {
+        const t = this.totals.get(f) ?? { svc: 0, eps: 0 };
+        this.totals.set(f, { svc: t.svc + c.svc, eps: t.eps + c.eps });
+      }
+      if (ports.some((sp) => sp.info.healthCheckNodePort !== undefined)) this.healthKeys.add(key);
+      else this.healthKeys.delete(key);
     }
     for (const f of this.families) {
-      this.mServices.set({ family: `ipv${f}` }, svc.get(f) ?? 0);
-      this.mEndpoints.set({ family: `ipv${f}` }, eps.get(f) ?? 0);
+      this.mServices.set({ family: `ipv${f}` }, this.totals.get(f)?.svc ?? 0);
+      this.mEndpoints.set({ family: `ipv${f}` }, this.totals.get(f)?.eps ?? 0);
     }
   }
 
@@ -323,8 +365,8 @@ export class Proxier implements Reconciler {
     if (!this.health_) return;
     this.health_.proxyHealthy = true;
     const want = new Map<number, HealthTarget>();
-    for (const ports of this.models.values()) {
-      for (const sp of ports) {
+    for (const key of this.healthKeys) {
+      for (const sp of this.models.get(key) ?? []) {
         const hc = sp.info.healthCheckNodePort;
         if (hc === undefined) continue;
         const local = new Set(selectEndpoints(sp).external.map((e) => e.ip));

@@ -49,7 +49,7 @@ t.test('partial sync of one endpoint change writes only that service', async (t)
   const changes = h.view.put(slice('s7', [...ips(7, 2), '10.244.7.99']));
   await h.proxier.sync({ full: false, changes });
   const tx = h.nft.history.at(-1);
-  t.same(summary(tx), { 'add chain': 1, 'flush chain': 2, 'add rule': 4 }, JSON.stringify(tx?.toText()));
+  t.same(summary(tx), { 'add chain': 1, 'flush chain': 2, 'add rule': 6 }, JSON.stringify(tx?.toText()));
   t.ok(names(tx).every((n) => n.includes('default/s7/')), 'only s7 chains');
   t.equal(h.proxier.lastStats.get(4)?.chainsFlushedStale, 1);
 
@@ -94,6 +94,23 @@ t.test('a no-op partial sync and a periodic full sync with nothing changed emit 
   await h.proxier.sync({ full: false, changes: h.view.put(svc('s1', { clusterIP: '10.96.0.2' })) });
   await h.proxier.sync({ full: true, changes: [] });
   t.equal(h.nft.history.length, n, 'no transaction run');
+});
+
+t.test('healthz: a change left unapplied longer than staleAfterMs makes the proxy unhealthy', async (t) => {
+  let now = 1_000_000;
+  const h = harness({ staleAfterMs: 60_000 }, { now: () => now });
+  h.view.put(svc('a', { clusterIP: '10.96.0.1' }), slice('a', ['10.244.1.10']));
+  t.equal(h.proxier.health().ok, true, 'before the first sync: waiting, not stale');
+  await h.proxier.sync({ full: true, changes: [] });
+  const changes = h.view.put(slice('a', ['10.244.1.11']));
+  now += 59_000;
+  t.equal(h.proxier.health().ok, true, 'pending, within the limit');
+  now += 2_000;
+  const hl = h.proxier.health();
+  t.equal(hl.ok, false);
+  t.match(hl.detail, /1 service\/endpoint change\(s\) pending for 61s/);
+  await h.proxier.sync({ full: false, changes });
+  t.equal(h.proxier.health().ok, true, 'applied: healthy again');
 });
 
 t.test('a failed transaction forces a rebuild, which converges', async (t) => {

@@ -2,11 +2,11 @@
 // ADDs), a veth pair whose pod end is created directly in the pod's namespace,
 // addresses, routes, MTU, hairpin and promiscuous mode. Every step of `attach`
 // registers its undo so a failed ADD leaves nothing behind.
-import { createHash } from 'node:crypto';
 import { closeSync } from 'node:fs';
 import { Netlink, NetlinkError, type Link } from '../os/netlink.js';
 import { openNetns } from '../os/netns.js';
 import { containsIp, networkOf, parseCidr } from '../util/ip.js';
+import { sha256Hex } from '../util/sha256.js';
 
 export interface BridgeOptions {
   bridge: string;
@@ -48,7 +48,7 @@ export class AttachError extends Error {
 
 /** Host-side veth name: stable per (container, ifname), so DEL and GC find it without the pod namespace. */
 export function hostVethName(containerId: string, ifname: string): string {
-  return 'veth' + createHash('sha256').update(`${containerId}/${ifname}`).digest('hex').slice(0, 11);
+  return 'veth' + sha256Hex(`${containerId}/${ifname}`).slice(0, 11);
 }
 
 export const HOST_VETH_PREFIX = 'veth';

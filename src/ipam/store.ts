@@ -10,8 +10,8 @@
 //   lock                    flock(2)ed for every operation; the kernel drops the lock
 //                           when the holder dies, so a killed plugin never wedges the node
 import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, unlinkSync, writeSync, constants } from 'node:fs';
-import { isIP } from 'node:net';
 import { LOCK_EX, LOCK_UN, native } from '../os/native.js';
+import { isIP } from '../util/ip.js';
 import { IpamError } from './errors.js';
 
 export interface Reservation {

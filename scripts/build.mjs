@@ -1,7 +1,8 @@
 // Builds everything: the native addon (setns/flock), the TypeScript, and the
 // bundled CNI plugin. Runs on skiff's own Node (npm scripts put it first on PATH).
 import { execFileSync } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -25,7 +26,7 @@ run(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', 'tsc
 const esbuild = await import('esbuild');
 const cni = await esbuild.build({
   entryPoints: [join(root, 'src/cni/main.ts')],
-  outfile: join(root, 'dist/skiff-cni.cjs'),
+  outfile: join(root, 'dist/skiff-cni-main.cjs'),
   bundle: true,
   platform: 'node',
   format: 'cjs',
@@ -41,4 +42,10 @@ const heavy = ['node:net', 'node:crypto', 'node:child_process', 'node:os', 'node
 const bundled = Object.keys(cni.metafile.inputs).filter((f) => f.includes('node_modules/'));
 const imported = [...new Set(Object.values(cni.metafile.outputs).flatMap((o) => o.imports.map((i) => i.path)))];
 const bad = [...bundled, ...imported.filter((p) => heavy.includes(p) || !p.startsWith('node:'))];
-if (bad.length) throw new Error(`dist/skiff-cni.cjs must stay lean; it pulls in: ${bad.join(', ')}`);
+if (bad.length) throw new Error(`dist/skiff-cni-main.cjs must stay lean; it pulls in: ${bad.join(', ')}`);
+
+// The entry point bin/skiff-cni runs: a small loader that runs the bundle through a
+// V8 code cache keyed by the bundle's hash (scripts/cni-loader.cjs explains why).
+const bundleHash = createHash('sha256').update(readFileSync(join(root, 'dist/skiff-cni-main.cjs'))).digest('hex');
+for (const f of readdirSync(join(root, 'dist'))) if (/^skiff-cni-[0-9a-f]+\.v8cache/.test(f)) rmSync(join(root, 'dist', f), { force: true });
+writeFileSync(join(root, 'dist/skiff-cni.cjs'), readFileSync(join(root, 'scripts/cni-loader.cjs'), 'utf8').replace('@BUNDLE_SHA256@', bundleHash));

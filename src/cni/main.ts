@@ -44,6 +44,9 @@ function out(text: string): void {
   }
 }
 
+/** What dist/skiff-cni.cjs did with the V8 code cache (none/used/rejected/off). */
+const codeCacheState = (): string | undefined => (globalThis as { __skiffCniCodeCache?: string }).__skiffCniCodeCache;
+
 function readStdin(): string {
   try {
     return readFileSync(0, 'utf8');
@@ -100,7 +103,7 @@ export async function main(env: NodeJS.ProcessEnv = process.env): Promise<number
         await cmdStatus(ctx);
         break;
     }
-    log({ level: 'info', command, container: env.CNI_CONTAINERID, ifname: env.CNI_IFNAME, ms: Date.now() - started });
+    log({ level: 'info', command, container: env.CNI_CONTAINERID, ifname: env.CNI_IFNAME, ms: Date.now() - started, codeCache: codeCacheState() });
     return 0;
   } catch (e) {
     const err = e instanceof CniError ? e : (await loadCommands()).toCniError(e);

@@ -13,6 +13,8 @@ export interface Native {
   nlOpen(protocol: number): number;
   /** Sends one request and returns every message of its reply, up to and including the ack/error/done. */
   nlRequest(fd: number, msg: Buffer): Buffer;
+  /** FNV-1a 64 of the bytes, 16 hex digits. */
+  checksum(data: Buffer): string;
 }
 
 export const CLONE_NEWNET = 0x40000000;
@@ -32,6 +34,9 @@ function load(path: string): Native {
 
 export function native(): Native {
   if (cached) return cached;
+  // The CNI loader (dist/skiff-cni.cjs) has usually loaded it already, for its cache check.
+  const preloaded = (globalThis as { __skiffNative?: Native }).__skiffNative;
+  if (preloaded) return (cached = preloaded);
   const override = process.env.SKIFF_NATIVE;
   if (override) return (cached = load(override));
   let dir = import.meta.dirname;

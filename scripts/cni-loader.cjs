@@ -29,22 +29,22 @@ const CACHED_COMMANDS = ['ADD', 'DEL', 'CHECK', 'GC', 'STATUS'];
 // Coverage (NODE_V8_COVERAGE, as the test runner sets) changes how V8 compiles.
 const useCache = !process.env.NODE_V8_COVERAGE && process.env.SKIFF_CNI_CODE_CACHE !== '0';
 
-/** 64 bits of FNV-1a-style mixing over the data's 32-bit words (corruption, not attacks). */
-function checksum(data) {
-  const copy = new Uint8Array(data); // aligned for the word view
-  const words = new Uint32Array(copy.buffer, 0, copy.length >>> 2);
-  let a = 0x811c9dc5 ^ copy.length;
-  let b = 0x9e3779b9;
-  for (let i = 0; i < words.length; i++) {
-    a = Math.imul(a ^ words[i], 0x01000193);
-    b = Math.imul(b + words[i], 0x85ebca6b) ^ (b >>> 13);
+/**
+ * skiff's native addon, which the bundle needs anyway (shared through a global so it
+ * is loaded once); here for its checksum, as a JS loop over the cache costs ~5 ms.
+ */
+function loadNative() {
+  try {
+    const m = { exports: {} };
+    process.dlopen(m, process.env.SKIFF_NATIVE || `${__dirname}/../build/skiff_native.node`);
+    return (globalThis.__skiffNative = m.exports);
+  } catch {
+    return undefined; // the bundle finds it (or reports it missing) on its own
   }
-  for (let i = words.length * 4; i < copy.length; i++) a = Math.imul(a ^ copy[i], 0x01000193);
-  return (a >>> 0).toString(16).padStart(8, '0') + (b >>> 0).toString(16).padStart(8, '0');
 }
 
 /** Header line "<commands covered> <checksum>", then the V8 data. */
-function readCache() {
+function readCache(checksum) {
   let fd;
   try {
     fd = fs.openSync(cacheFile, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
@@ -68,7 +68,9 @@ function readCache() {
   }
 }
 
-const cache = useCache ? readCache() : undefined;
+const nativeAddon = useCache ? loadNative() : undefined;
+const checksum = nativeAddon && ((data) => nativeAddon.checksum(data));
+const cache = checksum ? readCache(checksum) : undefined;
 const source = fs.readFileSync(bundle, 'utf8');
 const script = new Script(`(function (exports, require, module, __filename, __dirname) {${source}\n})`, {
   filename: bundle,
@@ -76,9 +78,9 @@ const script = new Script(`(function (exports, require, module, __filename, __di
 });
 const covered = cache && !script.cachedDataRejected ? cache.covered : [];
 // For the plugin's log line (SKIFF_CNI_LOG / SKIFF_CNI_DEBUG).
-globalThis.__skiffCniCodeCache = !useCache ? 'off' : !cache ? 'none' : script.cachedDataRejected ? 'rejected' : 'used';
+globalThis.__skiffCniCodeCache = !checksum ? 'off' : !cache ? 'none' : script.cachedDataRejected ? 'rejected' : 'used';
 
-if (useCache) {
+if (checksum) {
   const command = process.env.CNI_COMMAND;
   process.once('exit', (code) => {
     if (code !== 0 || !CACHED_COMMANDS.includes(command) || covered.includes(command)) return;

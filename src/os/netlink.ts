@@ -254,8 +254,10 @@ export class Netlink {
     this.setLink(`set link #${index} address ${mac}`, { index }, [attr(R.IFLA_ADDRESS, macToBytes(mac))]);
   }
 
-  async setMaster(index: number, master: number): Promise<void> {
-    this.setLink(`set link #${index} master #${master}`, { index }, [attr(R.IFLA_MASTER, u32(master))]);
+  /** Enslaves a link (to a bridge); `up` also brings it up in the same request. */
+  async setMaster(index: number, master: number, opts: { up?: boolean } = {}): Promise<void> {
+    const h = opts.up ? { index, flags: R.IFF_UP, change: R.IFF_UP } : { index };
+    this.setLink(`set link #${index} master #${master}${opts.up ? ' up' : ''}`, h, [attr(R.IFLA_MASTER, u32(master))]);
   }
 
   /** Bridge port hairpin mode (IFLA_BRPORT_MODE inside a nested IFLA_PROTINFO, family AF_BRIDGE). */

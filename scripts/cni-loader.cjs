@@ -14,8 +14,8 @@
 // check compares the source length, not its content), is written atomically with
 // mode 0600 after a successful command that the cache did not cover yet, and is only
 // used when owned by the current user and not writable by others. Its header carries
-// a checksum of the V8 data, verified before V8 sees it: release builds of V8 do not
-// checksum code caches, and a corrupted one aborts the process (found by the tests).
+// a checksum of the V8 data, verified before V8 sees it: the V8 in Node 24 does not
+// verify a code cache's checksum, and a corrupted one aborted the process (tests).
 // A cache V8 rejects (another Node build or flags) is simply recompiled and replaced.
 // Anything going wrong with the cache is ignored: it only ever costs the compile it
 // tried to save.

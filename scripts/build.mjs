@@ -1,4 +1,4 @@
-// Builds everything: the native addon (setns/flock), the TypeScript, and the
+// Builds everything: the native addon (setns/flock/netlink), the TypeScript, and the
 // bundled CNI plugin. Runs on skiff's own Node (npm scripts put it first on PATH).
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';

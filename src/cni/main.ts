@@ -1,6 +1,7 @@
 // skiff-cni entry point: parse, dispatch, print. Results and errors go to stdout in
 // the configuration's CNI version; logs go to stderr (or SKIFF_CNI_LOG, a file).
-// Bundled into dist/skiff-cni.cjs: keep imports to what the plugin needs.
+// Bundled into dist/skiff-cni-main.cjs (run by the loader dist/skiff-cni.cjs): keep
+// imports to what the plugin needs.
 import { appendFileSync, readFileSync, writeSync } from 'node:fs';
 import { CniError } from './errors.js';
 import { parseEnv } from './env.js';

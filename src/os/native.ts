@@ -1,6 +1,6 @@
 // Loads skiff's native addon (build/skiff_native.node): setns, flock, nsType, and a
 // synchronous netlink socket (nlOpen/nlRequest, used by netlink.ts).
-// Works from dist/src/os (tsc output, ESM) and from the bundled dist/skiff-cni.cjs
+// Works from dist/src/os (tsc output, ESM) and from the bundled dist/skiff-cni-main.cjs
 // (where the build defines import.meta.dirname as __dirname).
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';

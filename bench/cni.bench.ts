@@ -39,7 +39,7 @@ const bench: Benchmark = {
   async run({ quick }) {
     if (process.getuid?.() !== 0) throw new Error('the CNI benchmark needs root (network namespaces)');
     const haveRef = existsSync(join(REF_DIR, 'bridge')) && existsSync(join(REF_DIR, 'host-local'));
-    const sandbox = new NetnsSandbox('skb-');
+    const sandbox = new NetnsSandbox(process.env.SKIFF_NETNS_PREFIX ?? 'skb-');
     const dir = mkdtempSync(join(tmpdir(), 'skb-cni-'));
     try {
       const node = sandbox.create('node');

@@ -2,11 +2,11 @@
 // ADDs), a veth pair whose pod end is created directly in the pod's namespace,
 // addresses, routes, MTU, hairpin and promiscuous mode. Every step of `attach`
 // registers its undo so a failed ADD leaves nothing behind.
-import { createHash } from 'node:crypto';
 import { closeSync } from 'node:fs';
 import { Netlink, NetlinkError, type Link } from '../os/netlink.js';
 import { openNetns } from '../os/netns.js';
 import { containsIp, networkOf, parseCidr } from '../util/ip.js';
+import { sha256Hex } from '../util/sha256.js';
 
 export interface BridgeOptions {
   bridge: string;
@@ -48,10 +48,11 @@ export class AttachError extends Error {
 
 /** Host-side veth name: stable per (container, ifname), so DEL and GC find it without the pod namespace. */
 export function hostVethName(containerId: string, ifname: string): string {
-  return 'veth' + createHash('sha256').update(`${containerId}/${ifname}`).digest('hex').slice(0, 11);
+  return 'veth' + sha256Hex(`${containerId}/${ifname}`).slice(0, 11);
 }
 
 export const HOST_VETH_PREFIX = 'veth';
+const LOOPBACK_IFINDEX = 1;
 
 type Undo = () => Promise<unknown>;
 
@@ -105,23 +106,29 @@ export async function attach(host: Netlink, o: BridgeOptions, req: AttachRequest
 
   const pod = Netlink.open(req.netns);
   try {
-    if (await pod.linkByName(req.ifname)) {
-      throw new AttachError(`CNI_IFNAME: interface ${JSON.stringify(req.ifname)} already exists in ${req.netns}`, 4);
-    }
     const hostName = hostVethName(req.containerId, req.ifname);
-    // A stale host veth of a previous attempt (same container and ifname) is replaced.
-    const stale = await host.linkByName(hostName);
-    if (stale) await host.deleteLink(stale.index);
-
     const mtu = o.mtu ?? br.mtu ?? 1500;
+    const exists = new AttachError(`CNI_IFNAME: interface ${JSON.stringify(req.ifname)} already exists in ${req.netns}`, 4);
     const fd = openNetns(req.netns);
     try {
-      await host.createVeth({ name: hostName, peerName: req.ifname, peerNetnsFd: fd, mtu, ...(req.mac ? { peerMac: req.mac } : {}) });
-    } catch (e) {
-      if (e instanceof NetlinkError && e.code === 'EEXIST') {
-        throw new AttachError(`CNI_IFNAME: interface ${JSON.stringify(req.ifname)} already exists in ${req.netns}`, 4);
+      const veth = { name: hostName, peerName: req.ifname, peerNetnsFd: fd, mtu, ...(req.mac ? { peerMac: req.mac } : {}) };
+      // Create first, look only on EEXIST (the kernel creates both ends or neither):
+      // the common path saves two lookups per pod.
+      try {
+        await host.createVeth(veth);
+      } catch (e) {
+        if (!(e instanceof NetlinkError && e.code === 'EEXIST')) throw e;
+        if (await pod.linkByName(req.ifname)) throw exists;
+        // A stale host veth of a previous attempt (same container and ifname) is replaced.
+        const stale = await host.linkByName(hostName);
+        if (!stale) throw exists;
+        await host.deleteLink(stale.index);
+        try {
+          await host.createVeth(veth);
+        } catch (e2) {
+          throw e2 instanceof NetlinkError && e2.code === 'EEXIST' ? exists : e2;
+        }
       }
-      throw e;
     } finally {
       closeSync(fd);
     }
@@ -129,12 +136,12 @@ export async function attach(host: Netlink, o: BridgeOptions, req: AttachRequest
     if (!hostLink) throw new AttachError(`veth ${hostName} vanished after creation`, 11);
     undo.push(() => host.deleteLink(hostLink.index));
 
-    await host.setMaster(hostLink.index, br.index);
+    // Enslave and bring up in one request; hairpin is a bridge-port setting, so after.
+    await host.setMaster(hostLink.index, br.index, { up: true });
     if (o.hairpinMode) await host.setHairpin(hostLink.index, true);
-    await host.setUp(hostLink.index);
 
-    const lo = await pod.linkByName('lo');
-    if (lo && !lo.up) await pod.setUp(lo.index);
+    // lo is ifindex 1 in every network namespace (the kernel registers it first).
+    await pod.setUp(LOOPBACK_IFINDEX);
     const podLink = await pod.linkByName(req.ifname);
     if (!podLink) throw new AttachError(`interface ${req.ifname} did not appear in ${req.netns}`, 11);
     for (const ip of req.ips) await pod.addAddress(podLink.index, ip.address, { nodad: parseCidr(ip.address).family === 6 });

@@ -8,16 +8,16 @@
 // ADD adds one element, DEL deletes it, both single atomic `nft -f -` runs; the chain is
 // rebuilt (flush + add) in the same transaction, so repeated ADDs never duplicate rules.
 // GC reads the elements back and deletes those whose attachment is no longer valid.
-import { createHash } from 'node:crypto';
 import type { Executor } from '../os/exec.js';
 import { networkOf, parseCidr } from '../util/ip.js';
+import { sha256Hex } from '../util/sha256.js';
 
 export const MASQ_TABLE = 'skiff_cni';
 
 /** nft identifier for a network: safe characters only, with a hash when anything was changed. */
 export function netIdent(network: string): string {
   const safe = network.replace(/[^A-Za-z0-9_]/g, '_').slice(0, 32);
-  return safe === network ? safe : `${safe}_${createHash('sha256').update(network).digest('hex').slice(0, 8)}`;
+  return safe === network ? safe : `${safe}_${sha256Hex(network).slice(0, 8)}`;
 }
 
 function attachmentComment(containerId: string, ifname: string): string {

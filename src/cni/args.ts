@@ -9,7 +9,7 @@
 // (static IPAM for ips; tuning and bridge for mac). Only the winning source is
 // validated: the others are ignored, as optional metadata may be.
 // Errors are code 7 and name the source, e.g. `runtimeConfig.ips[1]: invalid value "x" (...)`.
-import { isIP } from 'node:net';
+import { isIP } from '../util/ip.js';
 import { invalidField } from './errors.js';
 import type { CniEnv } from './env.js';
 import type { NetConf } from './config.js';

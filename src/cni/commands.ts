@@ -166,9 +166,8 @@ export async function cmdDel(ctx: CommandContext): Promise<void> {
   // Release addresses first: even when the namespace or links are gone, the IP must come back.
   let released: string[] = [];
   if (ipamType(conf) === 'host-local') {
-    const hl = hostLocal(conf);
-    released = hl.check(env.containerId, env.ifname);
-    hl.release(env.containerId, env.ifname);
+    // One scan of the reservations under the lock: release returns what it freed.
+    released = hostLocal(conf).release(env.containerId, env.ifname);
   } else if (ipamType(conf)) {
     delegateIpam('DEL', ctx.raw, ctx.processEnv, env.path);
   }

@@ -2,7 +2,6 @@
 // in CNI_PATH, run it with the same environment and the complete network
 // configuration on stdin, its stderr going to ours, and read its result (any
 // supported version) or its error JSON from stdout.
-import { spawnSync } from 'node:child_process';
 import { accessSync, constants, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { CniError, ErrorCode, decodeFailure, invalidField, missingField } from './errors.js';
@@ -94,6 +93,9 @@ export function delegateIpam(
   const childEnv: NodeJS.ProcessEnv = { ...env, CNI_COMMAND: command };
   if (childEnv.CNI_PATH === undefined) childEnv.CNI_PATH = cniPath.join(':');
 
+  // Loaded on first use: the plugin's start-up should not pay for child_process
+  // when IPAM is served in-process (the common case).
+  const { spawnSync } = process.getBuiltinModule('node:child_process');
   const r = spawnSync(bin, [], {
     input: netconfRaw,
     env: childEnv,

@@ -1,7 +1,8 @@
 // skiff-cni entry point: parse, dispatch, print. Results and errors go to stdout in
 // the configuration's CNI version; logs go to stderr (or SKIFF_CNI_LOG, a file).
-// Bundled into dist/skiff-cni.mjs: keep imports to what the plugin needs.
-import { appendFileSync, readFileSync } from 'node:fs';
+// Bundled into dist/skiff-cni-main.cjs (run by the loader dist/skiff-cni.cjs): keep
+// imports to what the plugin needs.
+import { appendFileSync, readFileSync, writeSync } from 'node:fs';
 import { CniError } from './errors.js';
 import { parseEnv } from './env.js';
 import { parseNetConf } from './config.js';
@@ -13,15 +14,39 @@ type Commands = typeof import('./commands.js');
 const loadCommands = (): Promise<Commands> => import('./commands.js');
 
 function log(fields: Record<string, unknown>): void {
-  const line = JSON.stringify({ ts: new Date().toISOString(), component: 'skiff-cni', ...fields }) + '\n';
   const file = process.env.SKIFF_CNI_LOG;
+  if (!file && !process.env.SKIFF_CNI_DEBUG) return;
+  const line = JSON.stringify({ ts: new Date().toISOString(), component: 'skiff-cni', ...fields }) + '\n';
   try {
     if (file) appendFileSync(file, line);
-    else if (process.env.SKIFF_CNI_DEBUG) process.stderr.write(line);
+    else if (process.env.SKIFF_CNI_DEBUG) writeSync(2, line);
   } catch {
     /* logging must never fail the operation */
   }
 }
+
+/**
+ * Writes the result or error to stdout directly: touching process.stdout loads
+ * Node's stream machinery, ~2 ms of CPU at every start (docs/cni.md). The runtime
+ * reads a pipe; a short write or EAGAIN (a non-blocking pipe) is retried.
+ */
+function out(text: string): void {
+  const buf = Buffer.from(text, 'utf8');
+  let off = 0;
+  while (off < buf.length) {
+    try {
+      off += writeSync(1, buf, off);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'EPIPE') return; // the runtime stopped reading: nobody to tell
+      if (code !== 'EAGAIN') throw e;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
+    }
+  }
+}
+
+/** What dist/skiff-cni.cjs did with the V8 code cache (none/used/rejected/off). */
+const codeCacheState = (): string | undefined => (globalThis as { __skiffCniCodeCache?: string }).__skiffCniCodeCache;
 
 function readStdin(): string {
   try {
@@ -50,7 +75,7 @@ export async function main(env: NodeJS.ProcessEnv = process.env): Promise<number
   let command = env.CNI_COMMAND ?? '';
   try {
     if (command === 'VERSION') {
-      process.stdout.write(JSON.stringify(versionInfo()) + '\n');
+      out(JSON.stringify(versionInfo()) + '\n');
       return 0;
     }
     const cniEnv = parseEnv(env);
@@ -63,7 +88,7 @@ export async function main(env: NodeJS.ProcessEnv = process.env): Promise<number
     switch (cniEnv.command) {
       case 'ADD': {
         const result = await cmdAdd(ctx);
-        process.stdout.write(JSON.stringify(formatResult(result, conf.cniVersion)) + '\n');
+        out(JSON.stringify(formatResult(result, conf.cniVersion)) + '\n');
         break;
       }
       case 'DEL':
@@ -79,12 +104,12 @@ export async function main(env: NodeJS.ProcessEnv = process.env): Promise<number
         await cmdStatus(ctx);
         break;
     }
-    log({ level: 'info', command, container: env.CNI_CONTAINERID, ifname: env.CNI_IFNAME, ms: Date.now() - started });
+    log({ level: 'info', command, container: env.CNI_CONTAINERID, ifname: env.CNI_IFNAME, ms: Date.now() - started, codeCache: codeCacheState() });
     return 0;
   } catch (e) {
     const err = e instanceof CniError ? e : (await loadCommands()).toCniError(e);
     log({ level: 'error', command, container: env.CNI_CONTAINERID, code: err.code, msg: err.msg, ms: Date.now() - started });
-    process.stdout.write(JSON.stringify(err.toJSON(errorVersion(stdin))) + '\n');
+    out(JSON.stringify(err.toJSON(errorVersion(stdin))) + '\n');
     return 1;
   }
 }
@@ -94,7 +119,7 @@ main().then(
     process.exitCode = code;
   },
   (e) => {
-    process.stdout.write(JSON.stringify({ cniVersion: '1.1.0', code: 999, msg: String((e as Error)?.message ?? e) }) + '\n');
+    out(JSON.stringify({ cniVersion: '1.1.0', code: 999, msg: String((e as Error)?.message ?? e) }) + '\n');
     process.exitCode = 1;
   },
 );

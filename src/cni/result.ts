@@ -5,7 +5,7 @@
 //   1.1.0                adds interfaces[].mtu/socketPath/pciID and routes[].mtu/advmss/priority/table/scope
 // Output follows libcni's JSON: empty interfaces/ips/routes are omitted, `dns`
 // is always present (possibly {}), optional fields are omitted when unset.
-import { isIP } from 'node:net';
+import { isIP } from '../util/ip.js';
 import { CniError, ErrorCode, decodeFailure, invalidField, missingField } from './errors.js';
 import { isLegacyResultVersion, isSupportedVersion, SUPPORTED_VERSIONS, compareVersions } from './version.js';
 

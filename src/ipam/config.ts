@@ -13,8 +13,7 @@
 //
 // One address is allocated from every range set, so dual-stack is one IPv4 set and
 // one IPv6 set. A range set may hold several ranges of the same family.
-import { isIP } from 'node:net';
-import { bigIntToIp, containsIp, familyOf, ipToBigInt, lastOf, networkOf, parseCidr, type Cidr, type Family } from '../util/ip.js';
+import { bigIntToIp, containsIp, familyOf, ipToBigInt, isIP, lastOf, networkOf, parseCidr, type Cidr, type Family } from '../util/ip.js';
 import { IpamError } from './errors.js';
 
 export interface Range {

@@ -1,6 +1,5 @@
 // The executor seam: every adapter that runs a program takes one of these, so unit
 // tests inject a fake and integration tests the real thing.
-import { spawn } from 'node:child_process';
 
 export interface ExecResult {
   code: number;
@@ -21,6 +20,8 @@ export type Executor = (cmd: string, args: string[], opts?: ExecOptions) => Prom
 export const realExec: Executor = (cmd, args, opts = {}) =>
   new Promise((resolve, reject) => {
     const [file, argv] = opts.netns ? ['ip', ['netns', 'exec', opts.netns, cmd, ...args]] : [cmd, args];
+    // child_process loads on first use (the CNI plugin runs nft only with ipMasq).
+    const { spawn } = process.getBuiltinModule('node:child_process');
     const child = spawn(file, argv, { env: opts.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';

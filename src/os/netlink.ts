@@ -1,28 +1,37 @@
-// rtnetlink through the `netlink` package: links (bridge, veth, vxlan), addresses,
-// routes, neighbours and FDB entries. A Netlink object is bound to the namespace in
-// which its socket was created (see netns.ts), whatever the process does later.
+// rtnetlink: links (bridge, veth, vxlan), addresses, routes, neighbours and FDB
+// entries. A Netlink object is bound to the namespace in which its socket was created
+// (see netns.ts), whatever the process does later.
 //
-// The package leaves IFLA_LINKINFO as raw bytes, so link kinds are encoded here.
+// Messages are built and decoded by the small codec in rtnl.ts and exchanged over
+// skiff's native netlink socket (skiff_native.c: nlOpen/nlRequest), synchronously:
+// each request is one sendto and a few recvs of microseconds, and the CNI plugin, a
+// process started for every pod, pays nothing at load time. (The `netlink` npm
+// package's rtnetlink layer costs ~24 ms of CPU just to require; docs/cni.md.) The
+// methods stay async so callers need not care, and so a different transport could
+// be swapped in.
+//
 // Writes are idempotent where the kernel allows it (REPLACE); "exists" and
 // "not found" surface as NetlinkError codes EEXIST / ENOENT / ENODEV / ESRCH.
-// Deep, lazy requires: the package's index also loads nl80211, WireGuard and generic
-// netlink, which the CNI plugin would pay for at every start; and a plain require
-// (not an import) keeps the bundled plugin from loading netlink for VERSION.
-import { createRequire } from 'node:module';
-import type { RtNetlinkSocket } from 'netlink/dist/rt/rt.js';
-type RtModule = typeof import('netlink/dist/rt/rt.js');
-type RtStructs = typeof import('netlink/dist/rt/structs.js');
-type Constants = typeof import('netlink/dist/constants.js');
-const requireNetlink = createRequire(import.meta.url);
-const { createRtNetlink } = requireNetlink('netlink/dist/rt/rt.js') as RtModule;
-const rt = requireNetlink('netlink/dist/rt/structs.js') as RtStructs;
-const { FlagsNew } = requireNetlink('netlink/dist/constants.js') as Constants;
+import { closeSync } from 'node:fs';
+import { native } from './native.js';
 import { inNetns } from './netns.js';
+import * as R from './rtnl.js';
+import { attr, be16, message, nested, str, u8, u32 } from './rtnl.js';
 import { bytesToIp, bytesToMac, familyOf, ipToBytes, macToBytes, parseCidr } from '../util/ip.js';
 
 export class NetlinkError extends Error {
-  constructor(readonly code: string, readonly op: string) {
-    super(`${op}: ${code}`);
+  /** Symbolic errno ("EEXIST"), or a short reason for non-errno failures. */
+  readonly code: string;
+  constructor(
+    code: string,
+    readonly op: string,
+    /** The kernel's errno (positive), when the kernel refused the request. */
+    readonly errno?: number,
+    /** The kernel's own explanation (extended ack), when it gave one. */
+    readonly detail?: string,
+  ) {
+    super(`${op}: ${code}${errno ? ` (${R.errnoText(errno)})` : ''}${detail ? `: ${detail}` : ''}`);
+    this.code = code;
     this.name = 'NetlinkError';
   }
 }
@@ -54,57 +63,11 @@ export interface Route {
   proto?: number;
 }
 
-const AF_INET = 2, AF_INET6 = 10, AF_BRIDGE = 7;
-const IFLA_ADDRESS = 1, IFLA_IFNAME = 3, IFLA_MTU = 4, IFLA_NET_NS_FD = 28;
-const IFLA_INFO_KIND = 1, IFLA_INFO_DATA = 2;
-const VETH_INFO_PEER = 1;
-const IFLA_VXLAN_ID = 1, IFLA_VXLAN_LINK = 3, IFLA_VXLAN_LOCAL = 4, IFLA_VXLAN_LEARNING = 7, IFLA_VXLAN_PORT = 15;
-const IFLA_BRPORT_MODE = 4; // hairpin
-const IFLA_PROTINFO = 12;
-const RTM_SETLINK = 19;
-const RTM_NEWNEIGH = 28, RTM_DELNEIGH = 29;
-const NDA_DST = 1, NDA_LLADDR = 2;
-const NLA_F_NESTED = 0x8000;
-const NUD_PERMANENT = 0x80;
-const NTF_SELF = 0x02;
-const RTNH_F_ONLINK = 4;
-const CREATE_REPLACE = FlagsNew.CREATE | FlagsNew.REPLACE;
-const CREATE_EXCL = FlagsNew.CREATE | FlagsNew.EXCL;
-
-/** One netlink attribute: length, type, payload, padded to 4 bytes. */
-function attr(type: number, payload: Buffer | Buffer[]): Buffer {
-  const body = Array.isArray(payload) ? Buffer.concat(payload) : payload;
-  const len = 4 + body.length;
-  const out = Buffer.alloc((len + 3) & ~3);
-  out.writeUInt16LE(len, 0);
-  out.writeUInt16LE(type, 2);
-  body.copy(out, 4);
-  return out;
-}
-const u8 = (v: number) => Buffer.from([v]);
-const u32 = (v: number) => { const b = Buffer.alloc(4); b.writeUInt32LE(v); return b; };
-const be16 = (v: number) => { const b = Buffer.alloc(2); b.writeUInt16BE(v); return b; };
-const str = (s: string) => Buffer.from(s + '\0');
-/** struct ifinfomsg, all zero (family AF_UNSPEC). */
-const ifinfomsg = () => Buffer.alloc(16);
-
-/** Parses a run of attributes into type -> payload. */
-function parseAttrs(buf: Buffer): Map<number, Buffer> {
-  const out = new Map<number, Buffer>();
-  let off = 0;
-  while (off + 4 <= buf.length) {
-    const len = buf.readUInt16LE(off);
-    const type = buf.readUInt16LE(off + 2) & ~NLA_F_NESTED;
-    if (len < 4) break;
-    out.set(type, buf.subarray(off + 4, off + len));
-    off += (len + 3) & ~3;
-  }
-  return out;
-}
-
-function errCode(e: unknown): string {
-  const m = /Request rejected: (\w+)/.exec(String((e as Error)?.message ?? e));
-  return m ? m[1]! : String((e as Error)?.message ?? e);
+export interface Address {
+  index: number;
+  cidr: string;
+  family: 4 | 6;
+  scope: number;
 }
 
 export interface VethSpec {
@@ -130,356 +93,377 @@ export interface VxlanSpec {
   learning?: boolean;
 }
 
+const NETLINK_ROUTE = 0;
+const CREATE_REPLACE = R.NLM_F_CREATE | R.NLM_F_REPLACE;
+const CREATE_EXCL = R.NLM_F_CREATE | R.NLM_F_EXCL;
+/** Codes that mean "already gone" for the delete/lookup helpers. */
+const GONE_LINK = new Set(['ENODEV', 'ENOENT']);
+const afOf = (fam: 4 | 6): number => (fam === 4 ? R.AF_INET : R.AF_INET6);
+const skipStats = (): Buffer => attr(R.IFLA_EXT_MASK, u32(R.RTEXT_FILTER_SKIP_STATS));
+
 export class Netlink {
-  private constructor(private readonly sock: RtNetlinkSocket) {}
+  private seq = 0;
+  private closed = false;
+
+  private constructor(private readonly fd: number) {}
 
   /** A socket in the current namespace, or in the namespace at `netnsPath`. */
   static open(netnsPath?: string): Netlink {
-    return new Netlink(inNetns(netnsPath, () => createRtNetlink()));
+    const n = native();
+    return new Netlink(inNetns(netnsPath, () => n.nlOpen(NETLINK_ROUTE)));
   }
 
   close(): void {
-    this.sock.socket.socket.close();
+    if (this.closed) return;
+    this.closed = true;
+    closeSync(this.fd);
   }
 
-  private async req<T>(op: string, p: Promise<T>): Promise<T> {
+  /**
+   * One request/reply exchange. Returns the reply's data messages (none for an
+   * ack); an NLMSG_ERROR with a non-zero errno becomes a NetlinkError naming `op`.
+   */
+  private exchange(op: string, type: number, flags: number, body: Uint8Array[]): R.NlMsg[] {
+    if (this.closed) throw new NetlinkError('EBADF', op);
+    this.seq = (this.seq % 0x7fffffff) + 1;
+    const msg = message(type, flags | R.NLM_F_REQUEST, this.seq, body);
+    let raw: Buffer;
     try {
-      return await p;
+      raw = native().nlRequest(this.fd, msg);
     } catch (e) {
-      throw new NetlinkError(errCode(e), op);
+      const err = e as { errno?: number; code?: string; message?: string };
+      throw new NetlinkError(err.errno ? R.errnoName(err.errno) : (err.code ?? 'EIO'), op, err.errno, err.message);
     }
+    const out: R.NlMsg[] = [];
+    for (const m of R.parseMessages(raw)) {
+      if (m.type === R.NLMSG_ERROR) {
+        const info = R.decodeError(m.payload, m.flags);
+        if (info.errno !== 0) throw new NetlinkError(R.errnoName(info.errno), op, info.errno, info.detail);
+      } else if (m.type === R.NLMSG_DONE) {
+        // A dump that failed half-way reports its error in NLMSG_DONE.
+        if (m.payload.length >= 4 && m.payload.readInt32LE(0) < 0) {
+          const errno = -m.payload.readInt32LE(0);
+          throw new NetlinkError(R.errnoName(errno), op, errno);
+        }
+      } else if (m.type !== R.NLMSG_NOOP) {
+        out.push(m);
+      }
+    }
+    return out;
+  }
+
+  /** A change: the kernel acks it or says why not. */
+  private change(op: string, type: number, flags: number, body: Uint8Array[]): void {
+    this.exchange(op, type, flags | R.NLM_F_ACK, body);
+  }
+
+  /** Like change, but false when the kernel says the object is already gone. */
+  private remove(op: string, type: number, body: Uint8Array[], gone: ReadonlySet<string>): boolean {
+    try {
+      this.change(op, type, 0, body);
+      return true;
+    } catch (e) {
+      if (e instanceof NetlinkError && gone.has(e.code)) return false;
+      throw e;
+    }
+  }
+
+  private dump(op: string, type: number, body: Uint8Array[]): R.NlMsg[] {
+    return this.exchange(op, type, R.NLM_F_DUMP, body);
   }
 
   // ---- links ---------------------------------------------------------------
 
   async links(): Promise<Link[]> {
-    const msgs = await this.req('list links', this.sock.getLinks());
-    return msgs.map((m) => toLink(m.data, m.attrs as Record<string, unknown>));
+    return this.dump('list links', R.RTM_GETLINK, [R.ifinfomsg(), skipStats()])
+      .filter((m) => m.type === R.RTM_NEWLINK)
+      .map((m) => toLink(R.decodeLinkMsg(m.payload)));
+  }
+
+  private getLink(op: string, index: number, name?: string): Link | undefined {
+    const body: Uint8Array[] = [R.ifinfomsg({ index }), skipStats()];
+    if (name !== undefined) body.push(attr(R.IFLA_IFNAME, str(name)));
+    try {
+      const msgs = this.exchange(op, R.RTM_GETLINK, 0, body);
+      const m = msgs.find((x) => x.type === R.RTM_NEWLINK);
+      return m ? toLink(R.decodeLinkMsg(m.payload)) : undefined;
+    } catch (e) {
+      if (e instanceof NetlinkError && GONE_LINK.has(e.code)) return undefined;
+      throw e;
+    }
   }
 
   async linkByName(name: string): Promise<Link | undefined> {
-    try {
-      const msgs = await this.sock.getLink({}, { ifname: name });
-      return msgs[0] ? toLink(msgs[0].data, msgs[0].attrs as Record<string, unknown>) : undefined;
-    } catch (e) {
-      const code = errCode(e);
-      if (code === 'ENODEV' || code === 'ENOENT') return undefined;
-      throw new NetlinkError(code, `get link ${name}`);
-    }
+    // The kernel refuses names it could never hold (EINVAL/ERANGE): such a link does not exist.
+    if (name === '' || Buffer.byteLength(name) > 15) return undefined;
+    return this.getLink(`get link ${name}`, 0, name);
   }
 
   async linkByIndex(index: number): Promise<Link | undefined> {
-    try {
-      const msgs = await this.sock.getLink({ index });
-      return msgs[0] ? toLink(msgs[0].data, msgs[0].attrs as Record<string, unknown>) : undefined;
-    } catch (e) {
-      const code = errCode(e);
-      if (code === 'ENODEV' || code === 'ENOENT') return undefined;
-      throw new NetlinkError(code, `get link #${index}`);
-    }
+    return this.getLink(`get link #${index}`, index);
   }
 
-  private async newLink(op: string, name: string, info: Buffer, extra: { mtu?: number; mac?: string } = {}): Promise<void> {
-    await this.req(
-      op,
-      this.sock.newLink({}, {
-        ifname: name,
-        ...(extra.mtu ? { mtu: extra.mtu } : {}),
-        ...(extra.mac ? { address: macToBytes(extra.mac) } : {}),
-        linkinfo: info,
-      }, { flags: CREATE_EXCL }),
-    );
+  private newLink(op: string, name: string, info: Uint8Array[], extra: { mtu?: number; mac?: string } = {}): void {
+    const body: Uint8Array[] = [R.ifinfomsg(), attr(R.IFLA_IFNAME, str(name))];
+    if (extra.mtu) body.push(attr(R.IFLA_MTU, u32(extra.mtu)));
+    if (extra.mac) body.push(attr(R.IFLA_ADDRESS, macToBytes(extra.mac)));
+    body.push(nested(R.IFLA_LINKINFO, info));
+    this.change(op, R.RTM_NEWLINK, CREATE_EXCL, body);
   }
 
   /** Creates a bridge; EEXIST when a link of that name exists. */
   async createBridge(name: string, opts: { mtu?: number } = {}): Promise<void> {
-    await this.newLink(`create bridge ${name}`, name, attr(IFLA_INFO_KIND, str('bridge')), opts);
+    this.newLink(`create bridge ${name}`, name, [attr(R.IFLA_INFO_KIND, str('bridge'))], opts);
   }
 
   /** Creates a veth pair; the peer goes straight into the namespace of peerNetnsFd. */
   async createVeth(v: VethSpec): Promise<void> {
-    const peerAttrs: Buffer[] = [ifinfomsg(), attr(IFLA_IFNAME, str(v.peerName))];
-    if (v.peerNetnsFd !== undefined) peerAttrs.push(attr(IFLA_NET_NS_FD, u32(v.peerNetnsFd)));
-    if (v.mtu) peerAttrs.push(attr(IFLA_MTU, u32(v.mtu)));
-    if (v.peerMac) peerAttrs.push(attr(IFLA_ADDRESS, macToBytes(v.peerMac)));
-    const info = Buffer.concat([
-      attr(IFLA_INFO_KIND, str('veth')),
-      attr(IFLA_INFO_DATA | NLA_F_NESTED, attr(VETH_INFO_PEER | NLA_F_NESTED, peerAttrs)),
-    ]);
-    await this.newLink(`create veth ${v.name}`, v.name, info, { ...(v.mtu ? { mtu: v.mtu } : {}), ...(v.mac ? { mac: v.mac } : {}) });
+    const peer: Uint8Array[] = [R.ifinfomsg(), attr(R.IFLA_IFNAME, str(v.peerName))];
+    if (v.peerNetnsFd !== undefined) peer.push(attr(R.IFLA_NET_NS_FD, u32(v.peerNetnsFd)));
+    if (v.mtu) peer.push(attr(R.IFLA_MTU, u32(v.mtu)));
+    if (v.peerMac) peer.push(attr(R.IFLA_ADDRESS, macToBytes(v.peerMac)));
+    const info = [attr(R.IFLA_INFO_KIND, str('veth')), nested(R.IFLA_INFO_DATA, [nested(R.VETH_INFO_PEER, peer)])];
+    this.newLink(`create veth ${v.name}`, v.name, info, { ...(v.mtu ? { mtu: v.mtu } : {}), ...(v.mac ? { mac: v.mac } : {}) });
   }
 
   async createVxlan(x: VxlanSpec): Promise<void> {
-    const data: Buffer[] = [attr(IFLA_VXLAN_ID, u32(x.vni)), attr(IFLA_VXLAN_PORT, be16(x.port)), attr(IFLA_VXLAN_LEARNING, u8(x.learning ? 1 : 0))];
-    if (x.local) data.push(attr(IFLA_VXLAN_LOCAL, ipToBytes(x.local)));
-    if (x.link) data.push(attr(IFLA_VXLAN_LINK, u32(x.link)));
-    const info = Buffer.concat([attr(IFLA_INFO_KIND, str('vxlan')), attr(IFLA_INFO_DATA | NLA_F_NESTED, data)]);
-    await this.newLink(`create vxlan ${x.name}`, x.name, info, { ...(x.mtu ? { mtu: x.mtu } : {}), ...(x.mac ? { mac: x.mac } : {}) });
+    const data: Uint8Array[] = [attr(R.IFLA_VXLAN_ID, u32(x.vni)), attr(R.IFLA_VXLAN_PORT, be16(x.port)), attr(R.IFLA_VXLAN_LEARNING, u8(x.learning ? 1 : 0))];
+    if (x.local) data.push(attr(R.IFLA_VXLAN_LOCAL, ipToBytes(x.local)));
+    if (x.link) data.push(attr(R.IFLA_VXLAN_LINK, u32(x.link)));
+    const info = [attr(R.IFLA_INFO_KIND, str('vxlan')), nested(R.IFLA_INFO_DATA, data)];
+    this.newLink(`create vxlan ${x.name}`, x.name, info, { ...(x.mtu ? { mtu: x.mtu } : {}), ...(x.mac ? { mac: x.mac } : {}) });
+  }
+
+  private setLink(op: string, h: R.IfInfoMsg, attrs: Uint8Array[] = []): void {
+    this.change(op, R.RTM_SETLINK, 0, [R.ifinfomsg(h), ...attrs]);
   }
 
   async setUp(index: number, up = true): Promise<void> {
-    await this.req(`set link #${index} ${up ? 'up' : 'down'}`, this.sock.setLink({ index, change: { up: true }, flags: up ? { up: true } : {} }));
+    this.setLink(`set link #${index} ${up ? 'up' : 'down'}`, { index, flags: up ? R.IFF_UP : 0, change: R.IFF_UP });
   }
 
   async setPromisc(index: number, on: boolean): Promise<void> {
-    await this.req(`set link #${index} promisc`, this.sock.setLink({ index, change: { promisc: true }, flags: on ? { promisc: true } : {} }));
+    this.setLink(`set link #${index} promisc ${on ? 'on' : 'off'}`, { index, flags: on ? R.IFF_PROMISC : 0, change: R.IFF_PROMISC });
   }
 
   async setMtu(index: number, mtu: number): Promise<void> {
-    await this.req(`set link #${index} mtu ${mtu}`, this.sock.setLink({ index }, { mtu }));
+    this.setLink(`set link #${index} mtu ${mtu}`, { index }, [attr(R.IFLA_MTU, u32(mtu))]);
   }
 
   async setMac(index: number, mac: string): Promise<void> {
-    await this.req(`set link #${index} address ${mac}`, this.sock.setLink({ index }, { address: macToBytes(mac) }));
+    this.setLink(`set link #${index} address ${mac}`, { index }, [attr(R.IFLA_ADDRESS, macToBytes(mac))]);
   }
 
-  async setMaster(index: number, master: number): Promise<void> {
-    await this.req(`set link #${index} master #${master}`, this.sock.setLink({ index }, { master }));
+  /** Enslaves a link (to a bridge); `up` also brings it up in the same request. */
+  async setMaster(index: number, master: number, opts: { up?: boolean } = {}): Promise<void> {
+    const h = opts.up ? { index, flags: R.IFF_UP, change: R.IFF_UP } : { index };
+    this.setLink(`set link #${index} master #${master}${opts.up ? ' up' : ''}`, h, [attr(R.IFLA_MASTER, u32(master))]);
   }
 
-  /** Bridge port hairpin mode (IFLA_BRPORT_MODE through IFLA_PROTINFO on AF_BRIDGE). */
+  /** Bridge port hairpin mode (IFLA_BRPORT_MODE inside a nested IFLA_PROTINFO, family AF_BRIDGE). */
   async setHairpin(index: number, on: boolean): Promise<void> {
-    // The kernel reads a non-nested IFLA_PROTINFO as a port state, so the nested
-    // flag is required; the package does not set it, hence a hand-built message.
-    const hdr = Buffer.alloc(16);
-    hdr.writeUInt8(AF_BRIDGE, 0);
-    hdr.writeInt32LE(index, 4);
-    const msg = Buffer.concat([hdr, attr(IFLA_PROTINFO | NLA_F_NESTED, attr(IFLA_BRPORT_MODE, u8(on ? 1 : 0)))]);
-    await this.req(`set link #${index} hairpin`, this.sock.request(RTM_SETLINK as never, [msg]));
+    // The kernel reads a non-nested IFLA_PROTINFO as a bare port state, so NLA_F_NESTED matters.
+    this.setLink(`set link #${index} hairpin ${on ? 'on' : 'off'}`, { family: R.AF_BRIDGE, index }, [
+      nested(R.IFLA_PROTINFO, [attr(R.IFLA_BRPORT_MODE, u8(on ? 1 : 0))]),
+    ]);
   }
 
   /** Deletes a link; false when it was already gone. */
   async deleteLink(index: number): Promise<boolean> {
-    try {
-      await this.sock.delLink({ index });
-      return true;
-    } catch (e) {
-      const code = errCode(e);
-      if (code === 'ENODEV' || code === 'ENOENT') return false;
-      throw new NetlinkError(code, `delete link #${index}`);
-    }
+    return this.remove(`delete link #${index}`, R.RTM_DELLINK, [R.ifinfomsg({ index })], GONE_LINK);
   }
 
   // ---- addresses -----------------------------------------------------------
 
-  async addresses(index?: number): Promise<{ index: number; cidr: string; family: 4 | 6; scope: number }[]> {
-    const msgs = await this.req('list addresses', this.sock.getAddresses());
-    return msgs
-      .filter((m) => index === undefined || m.data.index === index)
-      .map((m) => {
-        const raw = m.attrs.local ?? m.attrs.address!;
-        return { index: m.data.index!, cidr: `${bytesToIp(raw)}/${m.data.prefixlen}`, family: raw.length === 4 ? 4 : 6, scope: m.data.scope ?? 0 };
-      });
+  /** Addresses of one link (the kernel filters by index), or of every link. */
+  async addresses(index?: number): Promise<Address[]> {
+    const msgs = this.dump('list addresses', R.RTM_GETADDR, [R.ifaddrmsg({ family: R.AF_UNSPEC, index: index ?? 0 })]);
+    const out: Address[] = [];
+    for (const m of msgs) {
+      if (m.type !== R.RTM_NEWADDR) continue;
+      const a = R.decodeAddrMsg(m.payload);
+      if (index !== undefined && a.index !== index) continue;
+      const raw = a.attrs.get(R.IFA_LOCAL) ?? a.attrs.get(R.IFA_ADDRESS);
+      if (!raw || (raw.length !== 4 && raw.length !== 16)) continue;
+      out.push({ index: a.index, cidr: `${bytesToIp(raw)}/${a.prefixlen}`, family: raw.length === 4 ? 4 : 6, scope: a.scope });
+    }
+    return out;
   }
 
   /** Adds (or keeps) an address on a link. */
   async addAddress(index: number, cidr: string, opts: { nodad?: boolean } = {}): Promise<void> {
     const c = parseCidr(cidr);
     const bytes = ipToBytes(c.ip);
-    const attrs: Record<string, unknown> = { local: bytes, address: bytes };
+    const attrs: Uint8Array[] = [attr(R.IFA_LOCAL, bytes), attr(R.IFA_ADDRESS, bytes)];
     if (c.family === 4 && c.prefix < 31) {
       const b = Buffer.from(bytes);
       for (let i = 0; i < 4; i++) {
         const bits = Math.max(0, Math.min(8, c.prefix - i * 8));
         b[i] = b[i]! | (~(0xff << (8 - bits)) & 0xff);
       }
-      attrs.broadcast = b;
+      attrs.push(attr(R.IFA_BROADCAST, b));
     }
-    await this.req(
-      `add address ${cidr} to #${index}`,
-      this.sock.newAddress(
-        { family: c.family === 4 ? AF_INET : AF_INET6, prefixlen: c.prefix, index, ...(opts.nodad ? { flags: { nodad: true } } : {}) },
-        attrs,
-        { flags: CREATE_REPLACE },
-      ),
-    );
+    const h = R.ifaddrmsg({ family: afOf(c.family), prefixlen: c.prefix, index, flags: opts.nodad ? R.IFA_F_NODAD : 0 });
+    this.change(`add address ${cidr} to #${index}`, R.RTM_NEWADDR, CREATE_REPLACE, [h, ...attrs]);
   }
 
   async deleteAddress(index: number, cidr: string): Promise<boolean> {
     const c = parseCidr(cidr);
-    try {
-      await this.sock.delAddress({ family: c.family === 4 ? AF_INET : AF_INET6, prefixlen: c.prefix, index }, { local: ipToBytes(c.ip) });
-      return true;
-    } catch (e) {
-      const code = errCode(e);
-      if (code === 'EADDRNOTAVAIL' || code === 'ENODEV') return false;
-      throw new NetlinkError(code, `delete address ${cidr}`);
-    }
+    const h = R.ifaddrmsg({ family: afOf(c.family), prefixlen: c.prefix, index });
+    return this.remove(`delete address ${cidr} from #${index}`, R.RTM_DELADDR, [h, attr(R.IFA_LOCAL, ipToBytes(c.ip))], new Set(['EADDRNOTAVAIL', 'ENODEV']));
   }
 
   // ---- routes --------------------------------------------------------------
 
-  async routes(family: 4 | 6 = 4, table = 254): Promise<Route[]> {
-    const msgs = await this.req('list routes', this.sock.getRoutes({ family: family === 4 ? AF_INET : AF_INET6 }));
-    return msgs
-      .filter((m) => {
-        const type = m.data.type as unknown;
-        return (m.attrs.table ?? m.data.table) === table && (type === 'UNICAST' || type === 1);
-      })
-      .map((m) => {
-        const fam = m.data.family === AF_INET ? 4 : 6;
-        const dst = m.attrs.dst ? `${bytesToIp(m.attrs.dst)}/${m.data.dstLen}` : 'default';
-        const flags = m.data.flags as unknown as { __unknown?: number } | undefined;
-        return {
-          dst,
-          family: fam,
-          ...(m.attrs.gateway ? { gw: bytesToIp(m.attrs.gateway) } : {}),
-          ...(m.attrs.oif !== undefined ? { oif: m.attrs.oif } : {}),
-          ...(flags?.__unknown && flags.__unknown & RTNH_F_ONLINK ? { onlink: true } : {}),
-          ...(protoNumber(m.data.protocol) !== undefined ? { proto: protoNumber(m.data.protocol)! } : {}),
-          table,
-        } satisfies Route;
+  /** Unicast routes of one table (main by default). */
+  async routes(family: 4 | 6 = 4, table = R.RT_TABLE_MAIN): Promise<Route[]> {
+    const msgs = this.dump('list routes', R.RTM_GETROUTE, [R.rtmsg({ family: afOf(family) })]);
+    const out: Route[] = [];
+    for (const m of msgs) {
+      if (m.type !== R.RTM_NEWROUTE) continue;
+      const r = R.decodeRouteMsg(m.payload);
+      const t = R.attrU32(r.attrs.get(R.RTA_TABLE)) ?? r.table;
+      if (t !== table || r.type !== R.RTN_UNICAST) continue;
+      const dst = r.attrs.get(R.RTA_DST);
+      const gw = r.attrs.get(R.RTA_GATEWAY);
+      const oif = R.attrU32(r.attrs.get(R.RTA_OIF));
+      out.push({
+        dst: dst ? `${bytesToIp(dst)}/${r.dstLen}` : 'default',
+        family: r.family === R.AF_INET ? 4 : 6,
+        ...(gw ? { gw: bytesToIp(gw) } : {}),
+        ...(oif !== undefined ? { oif } : {}),
+        ...(r.flags & R.RTNH_F_ONLINK ? { onlink: true } : {}),
+        proto: r.protocol,
+        table,
       });
+    }
+    return out;
   }
 
   /** Adds or replaces a route. */
   async replaceRoute(r: Omit<Route, 'family'> & { family?: 4 | 6 }): Promise<void> {
-    const { data, attrs } = routeMsg(r);
-    await this.req(`replace route ${r.dst}${r.gw ? ' via ' + r.gw : ''}`, this.sock.newRoute(data, attrs, { flags: CREATE_REPLACE }));
+    this.change(`replace route ${r.dst}${r.gw ? ' via ' + r.gw : ''}`, R.RTM_NEWROUTE, CREATE_REPLACE, routeBody(r));
   }
 
   async deleteRoute(r: Omit<Route, 'family'> & { family?: 4 | 6 }): Promise<boolean> {
-    const { data, attrs } = routeMsg(r);
-    try {
-      await this.sock.delRoute(data, attrs);
-      return true;
-    } catch (e) {
-      const code = errCode(e);
-      if (code === 'ESRCH' || code === 'ENOENT' || code === 'ENODEV') return false;
-      throw new NetlinkError(code, `delete route ${r.dst}`);
-    }
+    return this.remove(`delete route ${r.dst}${r.gw ? ' via ' + r.gw : ''}`, R.RTM_DELROUTE, routeBody(r), new Set(['ESRCH', 'ENOENT', 'ENODEV']));
   }
 
   // ---- neighbours and FDB ----------------------------------------------------
 
   /** A permanent neighbour entry ip -> mac on a link (replace). */
   async replaceNeighbor(index: number, ip: string, mac: string): Promise<void> {
-    const fam = familyOf(ip) === 4 ? AF_INET : AF_INET6;
-    const msg = ndmsg(fam, index, NUD_PERMANENT, 0, [attr(NDA_DST, ipToBytes(ip)), attr(NDA_LLADDR, macToBytes(mac))]);
-    await this.req(`replace neighbour ${ip}`, this.sock.request(RTM_NEWNEIGH as never, [msg], { flags: CREATE_REPLACE }));
+    const h = R.ndmsg({ family: afOf(familyOf(ip)), ifindex: index, state: R.NUD_PERMANENT });
+    this.change(`replace neighbour ${ip} on #${index}`, R.RTM_NEWNEIGH, CREATE_REPLACE, [h, attr(R.NDA_DST, ipToBytes(ip)), attr(R.NDA_LLADDR, macToBytes(mac))]);
   }
 
   async deleteNeighbor(index: number, ip: string): Promise<boolean> {
-    const fam = familyOf(ip) === 4 ? AF_INET : AF_INET6;
-    try {
-      await this.sock.request(RTM_DELNEIGH as never, [ndmsg(fam, index, 0, 0, [attr(NDA_DST, ipToBytes(ip))])]);
-      return true;
-    } catch (e) {
-      const code = errCode(e);
-      if (code === 'ENOENT' || code === 'ESRCH') return false;
-      throw new NetlinkError(code, `delete neighbour ${ip}`);
-    }
+    const h = R.ndmsg({ family: afOf(familyOf(ip)), ifindex: index });
+    return this.remove(`delete neighbour ${ip} on #${index}`, R.RTM_DELNEIGH, [h, attr(R.NDA_DST, ipToBytes(ip))], new Set(['ENOENT', 'ESRCH']));
   }
 
   async neighbors(index?: number, family: 4 | 6 = 4): Promise<{ index: number; ip: string; mac?: string; permanent: boolean }[]> {
-    const msgs = await this.req('list neighbours', this.sock.getNeighbors({ family: family === 4 ? AF_INET : AF_INET6 }));
-    return msgs
-      .filter((m) => index === undefined || m.data.ifindex === index)
-      .filter((m) => m.attrs.dst)
-      .map((m) => ({
-        index: m.data.ifindex!,
-        ip: bytesToIp(m.attrs.dst!),
-        ...(m.attrs.lladdr ? { mac: bytesToMac(m.attrs.lladdr) } : {}),
-        permanent: ((m.data.state as unknown as number) & NUD_PERMANENT) !== 0 || (m.data.state as unknown as { permanent?: boolean })?.permanent === true,
-      }));
+    const msgs = this.dump('list neighbours', R.RTM_GETNEIGH, [R.ndmsg({ family: afOf(family) })]);
+    const out: { index: number; ip: string; mac?: string; permanent: boolean }[] = [];
+    for (const m of msgs) {
+      if (m.type !== R.RTM_NEWNEIGH) continue;
+      const n = R.decodeNeighMsg(m.payload);
+      if (index !== undefined && n.ifindex !== index) continue;
+      const dst = n.attrs.get(R.NDA_DST);
+      if (!dst) continue;
+      const ll = n.attrs.get(R.NDA_LLADDR);
+      out.push({ index: n.ifindex, ip: bytesToIp(dst), ...(ll ? { mac: bytesToMac(ll) } : {}), permanent: (n.state & R.NUD_PERMANENT) !== 0 });
+    }
+    return out;
   }
 
   /** A permanent FDB entry on a vxlan device: mac -> remote underlay IP. */
   async replaceFdb(index: number, mac: string, dst: string): Promise<void> {
-    const msg = ndmsg(AF_BRIDGE, index, NUD_PERMANENT, NTF_SELF, [attr(NDA_LLADDR, macToBytes(mac)), attr(NDA_DST, ipToBytes(dst))]);
-    await this.req(`replace fdb ${mac}`, this.sock.request(RTM_NEWNEIGH as never, [msg], { flags: CREATE_REPLACE }));
+    const h = R.ndmsg({ family: R.AF_BRIDGE, ifindex: index, state: R.NUD_PERMANENT, flags: R.NTF_SELF });
+    this.change(`replace fdb ${mac} dst ${dst} on #${index}`, R.RTM_NEWNEIGH, CREATE_REPLACE, [h, attr(R.NDA_LLADDR, macToBytes(mac)), attr(R.NDA_DST, ipToBytes(dst))]);
   }
 
   async deleteFdb(index: number, mac: string, dst: string): Promise<boolean> {
-    try {
-      const msg = ndmsg(AF_BRIDGE, index, 0, NTF_SELF, [attr(NDA_LLADDR, macToBytes(mac)), attr(NDA_DST, ipToBytes(dst))]);
-      await this.sock.request(RTM_DELNEIGH as never, [msg]);
-      return true;
-    } catch (e) {
-      const code = errCode(e);
-      if (code === 'ENOENT' || code === 'ESRCH') return false;
-      throw new NetlinkError(code, `delete fdb ${mac}`);
-    }
+    const h = R.ndmsg({ family: R.AF_BRIDGE, ifindex: index, flags: R.NTF_SELF });
+    return this.remove(`delete fdb ${mac} dst ${dst} on #${index}`, R.RTM_DELNEIGH, [h, attr(R.NDA_LLADDR, macToBytes(mac)), attr(R.NDA_DST, ipToBytes(dst))], new Set(['ENOENT', 'ESRCH']));
   }
 
   async fdb(index: number): Promise<{ mac: string; dst?: string; permanent: boolean }[]> {
-    const msgs = await this.req('list fdb', this.sock.getNeighbors({ family: AF_BRIDGE }));
-    return msgs
-      .filter((m) => m.data.ifindex === index && m.attrs.lladdr)
-      .map((m) => ({
-        mac: bytesToMac(m.attrs.lladdr!),
-        ...(m.attrs.dst ? { dst: bytesToIp(m.attrs.dst) } : {}),
-        permanent: ((m.data.state as unknown as number) & NUD_PERMANENT) !== 0 || (m.data.state as unknown as { permanent?: boolean })?.permanent === true,
-      }));
+    const msgs = this.dump('list fdb', R.RTM_GETNEIGH, [R.ndmsg({ family: R.AF_BRIDGE })]);
+    const out: { mac: string; dst?: string; permanent: boolean }[] = [];
+    for (const m of msgs) {
+      if (m.type !== R.RTM_NEWNEIGH) continue;
+      const n = R.decodeNeighMsg(m.payload);
+      const ll = n.attrs.get(R.NDA_LLADDR);
+      if (n.ifindex !== index || !ll) continue;
+      const dst = n.attrs.get(R.NDA_DST);
+      out.push({ mac: bytesToMac(ll), ...(dst ? { dst: bytesToIp(dst) } : {}), permanent: (n.state & R.NUD_PERMANENT) !== 0 });
+    }
+    return out;
   }
 }
 
-/** rtm_protocol as a number (the package names the well-known values). */
-function protoNumber(p: unknown): number | undefined {
-  if (typeof p === 'number') return p;
-  if (typeof p === 'string') return (rt.RouteProtocol as unknown as Record<string, number>)[p];
-  return undefined;
-}
-
-/** struct ndmsg + attributes, encoded by hand (state and flags as plain numbers). */
-function ndmsg(family: number, ifindex: number, state: number, flags: number, attrs: Buffer[]): Buffer {
-  const h = Buffer.alloc(12);
-  h.writeUInt8(family, 0);
-  h.writeInt32LE(ifindex, 4);
-  h.writeUInt16LE(state, 8);
-  h.writeUInt8(flags, 10);
-  return Buffer.concat([h, ...attrs]);
-}
-
-function routeMsg(r: Omit<Route, 'family'> & { family?: 4 | 6 }) {
+/** rtmsg + attributes of a route (used for both replace and delete). */
+export function routeBody(r: Omit<Route, 'family'> & { family?: 4 | 6 }): Buffer[] {
   const fam = r.family ?? (r.dst === 'default' ? familyOf(r.gw ?? '0.0.0.0') : parseCidr(r.dst).family);
   const dst = r.dst === 'default' ? undefined : parseCidr(r.dst);
-  const scope = r.scope === 'link' ? 253 : r.scope === 'host' ? 254 : 0;
-  const data = {
-    family: fam === 4 ? AF_INET : AF_INET6,
-    dstLen: dst ? dst.prefix : 0,
-    table: r.table ?? 254,
-    protocol: (r.proto ?? 3) as never,
-    scope: scope as never,
-    type: 1 as never,
-    ...(r.onlink ? { flags: { __unknown: RTNH_F_ONLINK } as never } : {}),
-  };
-  const attrs: Record<string, unknown> = {};
-  if (dst) attrs.dst = ipToBytes(dst.ip);
-  if (r.gw) attrs.gateway = ipToBytes(r.gw);
-  if (r.oif !== undefined) attrs.oif = r.oif;
-  return { data, attrs };
+  const scope = r.scope === 'link' ? R.RT_SCOPE_LINK : r.scope === 'host' ? R.RT_SCOPE_HOST : R.RT_SCOPE_UNIVERSE;
+  const table = r.table ?? R.RT_TABLE_MAIN;
+  const body = [
+    R.rtmsg({
+      family: afOf(fam),
+      dstLen: dst ? dst.prefix : 0,
+      table: table < 256 ? table : 0,
+      protocol: r.proto ?? R.RTPROT_BOOT,
+      scope,
+      type: R.RTN_UNICAST,
+      flags: r.onlink ? R.RTNH_F_ONLINK : 0,
+    }),
+  ];
+  if (table >= 256) body.push(attr(R.RTA_TABLE, u32(table)));
+  if (dst) body.push(attr(R.RTA_DST, ipToBytes(dst.ip)));
+  if (r.gw) body.push(attr(R.RTA_GATEWAY, ipToBytes(r.gw)));
+  if (r.oif !== undefined) body.push(attr(R.RTA_OIF, u32(r.oif)));
+  return body;
 }
 
-function toLink(data: { index?: number; flags?: unknown }, attrs: Record<string, unknown>): Link {
-  const flags = (data.flags ?? {}) as { up?: boolean; promisc?: boolean };
+/** A decoded RTM_NEWLINK as the Link skiff works with. */
+export function toLink(m: R.LinkMsg): Link {
+  const a = m.attrs;
   const link: Link = {
-    index: data.index!,
-    name: attrs.ifname as string,
-    up: !!flags.up,
-    promisc: !!flags.promisc,
+    index: m.index,
+    name: R.attrString(a.get(R.IFLA_IFNAME)) ?? '',
+    up: (m.flags & R.IFF_UP) !== 0,
+    promisc: (m.flags & R.IFF_PROMISC) !== 0,
   };
-  if (attrs.address) link.mac = bytesToMac(attrs.address as Buffer);
-  if (attrs.mtu !== undefined) link.mtu = attrs.mtu as number;
-  if (attrs.master !== undefined) link.master = attrs.master as number;
-  if (attrs.linkNetnsid !== undefined) link.linkNetnsid = attrs.linkNetnsid as number;
-  const info = attrs.linkinfo as Buffer | undefined;
+  const mac = a.get(R.IFLA_ADDRESS);
+  if (mac) link.mac = bytesToMac(mac);
+  const mtu = R.attrU32(a.get(R.IFLA_MTU));
+  if (mtu !== undefined) link.mtu = mtu;
+  const master = R.attrU32(a.get(R.IFLA_MASTER));
+  if (master !== undefined) link.master = master;
+  const nsid = R.attrS32(a.get(R.IFLA_LINK_NETNSID));
+  if (nsid !== undefined) link.linkNetnsid = nsid;
+  const peer = R.attrU32(a.get(R.IFLA_LINK));
+  if (peer !== undefined) link.peerIndex = peer;
+  const info = a.get(R.IFLA_LINKINFO);
   if (info) {
-    const a = parseAttrs(info);
-    const kind = a.get(IFLA_INFO_KIND);
-    if (kind) link.kind = kind.toString('utf8').replace(/\0+$/, '');
-    const d = a.get(IFLA_INFO_DATA);
-    if (d && link.kind === 'vxlan') {
-      const v = parseAttrs(d);
+    const i = R.parseAttrs(info);
+    const kind = R.attrString(i.get(R.IFLA_INFO_KIND));
+    if (kind) link.kind = kind;
+    const d = i.get(R.IFLA_INFO_DATA);
+    if (d && kind === 'vxlan') {
+      const v = R.parseAttrs(d);
       link.vxlan = {};
-      if (v.has(IFLA_VXLAN_ID)) link.vxlan.vni = v.get(IFLA_VXLAN_ID)!.readUInt32LE(0);
-      if (v.has(IFLA_VXLAN_PORT)) link.vxlan.port = v.get(IFLA_VXLAN_PORT)!.readUInt16BE(0);
-      if (v.has(IFLA_VXLAN_LOCAL)) link.vxlan.local = bytesToIp(v.get(IFLA_VXLAN_LOCAL)!);
-      if (v.has(IFLA_VXLAN_LEARNING)) link.vxlan.learning = v.get(IFLA_VXLAN_LEARNING)![0] === 1;
+      const vni = R.attrU32(v.get(R.IFLA_VXLAN_ID));
+      if (vni !== undefined) link.vxlan.vni = vni;
+      const port = v.get(R.IFLA_VXLAN_PORT);
+      if (port && port.length >= 2) link.vxlan.port = port.readUInt16BE(0);
+      const local = v.get(R.IFLA_VXLAN_LOCAL);
+      if (local) link.vxlan.local = bytesToIp(local);
+      const learning = v.get(R.IFLA_VXLAN_LEARNING);
+      if (learning) link.vxlan.learning = learning[0] === 1;
     }
   }
-  // IFLA_LINK (veth peer index) is exposed by the package as a raw buffer.
-  const peer = attrs.link as Buffer | undefined;
-  if (peer && peer.length >= 4) link.peerIndex = peer.readUInt32LE(0);
   return link;
 }

@@ -9,7 +9,7 @@ export class NetnsSandbox {
   private hooked = false;
 
   constructor(readonly prefix: string) {
-    if (!/^[a-z0-9]+-$/.test(prefix)) throw new Error(`sandbox prefix ${JSON.stringify(prefix)}: lowercase letters/digits ending in "-"`);
+    if (!/^[a-z0-9][a-z0-9-]*-$/.test(prefix)) throw new Error(`sandbox prefix ${JSON.stringify(prefix)}: lowercase letters/digits/dashes ending in "-"`);
   }
 
   private hook(): void {

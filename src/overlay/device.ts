@@ -4,9 +4,9 @@
 //
 // The VTEP MAC is derived from (VNI, underlay IP): locally administered, the same
 // after an agent restart or a device re-creation, so peers' FDB entries stay valid.
-import { createHash } from 'node:crypto';
 import { Netlink, NetlinkError, type Link } from '../os/netlink.js';
 import { bytesToMac, parseCidr } from '../util/ip.js';
+import { sha256 } from '../util/sha256.js';
 
 export interface OverlaySettings {
   vni: number;
@@ -24,7 +24,7 @@ export function vxlanName(o: Pick<OverlaySettings, 'vni' | 'device'>): string {
 }
 
 export function vtepMac(vni: number, underlayIp: string): string {
-  const h = createHash('sha256').update(`${vni}/${underlayIp}`).digest();
+  const h = sha256(`${vni}/${underlayIp}`);
   h[0] = (h[0]! & 0xfe) | 0x02; // unicast, locally administered
   return bytesToMac(h.subarray(0, 6));
 }

@@ -1,9 +1,10 @@
-// Test namespaces: every one has the "skt-" prefix, and all of them are removed when
-// the test process exits, fails or is interrupted, so `ip netns list` stays as it was.
+// Test namespaces: every one has the "skt-" prefix (or $SKIFF_NETNS_PREFIX, e.g.
+// "skt-cn-" so that concurrent test runs are told apart), and all of them are removed
+// when the test process exits, fails or is interrupted, so `ip netns list` stays as it was.
 import t from 'tap';
 import { NetnsSandbox, nsExec } from '../../src/os/sandbox.js';
 
-export const PREFIX = 'skt-';
+export const PREFIX = process.env.SKIFF_NETNS_PREFIX ?? 'skt-';
 const sandbox = new NetnsSandbox(PREFIX);
 export { nsExec };
 

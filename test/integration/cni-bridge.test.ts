@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { delNetns, makeNetns, nsExec, requireRoot } from '../helpers/netns.js';
 import { bridgeConf, PLUGIN, runPlugin } from '../helpers/cni.js';
+import { hostVethName } from '../../src/bridge/bridge.js';
 
 if (requireRoot(t)) {
   const node = makeNetns('node');
@@ -84,6 +85,19 @@ if (requireRoot(t)) {
     t.match(dup.json.msg, /eth0.*already exists/);
     t.equal(reservations().length, before, 'no address leaked by the failed ADD');
     await call('DEL', 'c-dup1', pod);
+  });
+
+  t.test('a stale host veth of an earlier attempt is replaced', async (t) => {
+    const pod = makeNetns('pod');
+    const name = hostVethName('c-stale', 'eth0');
+    nsExec(node.name, ['ip', 'link', 'add', name, 'type', 'veth', 'peer', 'name', 'sktstale']);
+    const add = await call('ADD', 'c-stale', pod);
+    t.equal(add.code, 0, add.stdout);
+    t.equal(add.json.interfaces[1].name, name);
+    t.throws(() => nsExec(node.name, ['ip', 'link', 'show', 'sktstale']), 'the old pair is gone');
+    t.match(nsExec(pod.name, ['ip', '-o', 'link', 'show', 'eth0']), /UP/, 'the new peer is in the pod');
+    t.match(nsExec(node.name, ['ip', '-o', 'link', 'show', name]), /master cni0/);
+    t.equal((await call('DEL', 'c-stale', pod)).code, 0);
   });
 
   t.test('bad input gets the spec error JSON and changes nothing', async (t) => {

@@ -9,7 +9,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { Registry } from 'prom-client';
-import { makeNetns, nsExec, requireRoot } from '../helpers/netns.js';
+import { makeNetns, nsExec, PREFIX, requireRoot } from '../helpers/netns.js';
 import type { Node } from '../../src/cluster/types.js';
 import { OverlayReconciler, readNetSysctl } from '../../src/overlay/reconciler.js';
 import { IcmpPinger } from '../../src/overlay/probe.js';
@@ -22,9 +22,9 @@ const linkNames = () => [...execFileSync('ip', ['-o', 'link', 'show'], { encodin
 
 if (requireRoot(t)) {
   const lab = 'ov' + randomBytes(3).toString('hex');
-  process.on('exit', () => destroyNamespaces('skt-', lab));
+  process.on('exit', () => destroyNamespaces(PREFIX, lab));
   t.teardown(() => {
-    destroyNamespaces('skt-', lab);
+    destroyNamespaces(PREFIX, lab);
   });
 
   const rootBefore = {
@@ -34,7 +34,7 @@ if (requireRoot(t)) {
     routes: execFileSync('ip', ['route', 'show', 'table', 'all'], { encoding: 'utf8' }),
   };
 
-  const topo = createSwitch({ lab, prefix: 'skt-' });
+  const topo = createSwitch({ lab, prefix: PREFIX });
   const n1 = addNode(topo, 1);
   const n2 = addNode(topo, 2);
 

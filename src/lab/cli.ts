@@ -16,6 +16,9 @@ const USAGE = `usage: skiff lab <command> [--name NAME] [flags]
   apply -f FILE                  add or change objects in a running lab
   delete -f FILE                 remove objects from a running lab
   exec NS/POD -- CMD...          run a command in a pod's network namespace
+  matrix [--ports tcp/80,udp/81] [--namespaces x,y] [--json]
+                                 reachability measured in the kernel vs the policy
+                                 evaluator ("!" marks a difference; exit 1 if any)
 
 --name defaults to the one lab that exists.
 `;
@@ -29,6 +32,8 @@ interface Args {
   nodes?: number;
   json: boolean;
   rest: string[];
+  ports?: string;
+  namespaces?: string;
 }
 
 function parse(argv: string[]): Args {
@@ -50,6 +55,8 @@ function parse(argv: string[]): Args {
       if (!Number.isInteger(n) || n < 1 || n > 200) throw new UsageError(`flag --nodes: invalid value ${JSON.stringify(argv[i])} (an integer from 1 to 200)`);
       a.nodes = n;
     } else if (x === '--json' || x === '-o=json') a.json = true;
+    else if (x === '--ports') a.ports = val();
+    else if (x === '--namespaces') a.namespaces = val();
     else if (x.startsWith('-')) throw new UsageError(`unknown flag ${JSON.stringify(x)}`);
     else a.rest.push(x);
   }
@@ -140,6 +147,19 @@ export async function run(argv: string[]): Promise<number> {
         if (!p) throw new UsageError(`exec: no pod ${key} in lab ${s.name} (pods: ${Object.keys(s.pods).join(', ') || 'none'})`);
         const r = spawnSync('ip', ['netns', 'exec', p.netns, ...cmd], { stdio: 'inherit' });
         return r.status ?? 1;
+      }
+      case 'matrix': {
+        const s = requireState(whichLab(a.name));
+        const { labMatrix, parseProbes } = await import('./matrix.js');
+        let probes;
+        try {
+          probes = a.ports ? parseProbes(a.ports) : undefined;
+        } catch (e) {
+          throw new UsageError((e as Error).message);
+        }
+        const m = await labMatrix(s, { ...(probes ? { probes } : {}), ...(a.namespaces ? { namespaces: a.namespaces.split(',') } : {}) });
+        process.stdout.write(a.json ? JSON.stringify({ pods: m.keys, cells: m.cells, mismatches: m.mismatches.length }, null, 2) + '\n' : m.text + '\n');
+        return m.mismatches.length ? 1 : 0;
       }
       case '':
       case 'help':

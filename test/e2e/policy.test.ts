@@ -21,7 +21,7 @@ import type { ProbeAgent } from '../../src/policy/probe.js';
 import { requireRoot } from '../helpers/netns.js';
 
 const LAB = 'pl';
-const RANDOM = Number(process.env.POLICY_E2E_RANDOM ?? 60);
+const RANDOM = Number(process.env.POLICY_E2E_RANDOM ?? 200);
 const SETTLE_MS = 8000;
 
 if (requireRoot(t)) {

@@ -17,6 +17,8 @@ export interface LabMatrixOptions {
   /** Reuse probers (the e2e keeps them across scenarios); default: start and stop them. */
   agents?: Map<string, ProbeAgent>;
   timeoutMs?: number;
+  /** How long a probe that failed where the evaluator expects success is re-tried (default 2000 ms). */
+  confirmMs?: number;
 }
 
 export interface LabMatrix {
@@ -67,6 +69,7 @@ export async function labMatrix(s: LabState, o: LabMatrixOptions = {}): Promise<
       probes,
       expected: (from, to, protocol, port) => evaluate(state, { from: { pod: from }, to: { pod: to }, protocol, port }, { reasons: false }).allowed,
       ...(o.timeoutMs ? { timeoutMs: o.timeoutMs } : {}),
+      ...(o.confirmMs ? { confirmMs: o.confirmMs } : {}),
     });
     const mismatches = cells.filter((c) => c.kernel !== c.expected);
     return { keys, cells, mismatches, text: renderMatrix(keys, cells) };

@@ -330,7 +330,7 @@ export function compile(state: PolicyState, opts: CompileOptions): PolicyModel {
     }
   };
 
-  const effective: EffectiveDirection[] = effectivePolicies(state);
+  const effective: EffectiveDirection[] = effectivePolicies(state, (k) => localPods.has(k));
   for (const eff of effective) {
     const lp = localPods.get(eff.pod);
     if (!lp) continue;

@@ -656,11 +656,12 @@ function ipBlockText(peer: CompiledPeer & { kind: 'ipBlock' }): NormalizedPeer {
  * resolved to numbers (per destination pod). A connection is allowed in a direction
  * iff the pod is not isolated or some entry matches it — exactly what evaluate()
  * decides (allowedByEffective checks this against the evaluator in the tests).
- * Not included: traffic from the pod's own node (always allowed).
+ * Not included: traffic from the pod's own node (always allowed). `only` limits the
+ * subjects (a node's compiler needs only its own pods).
  */
-export function effectivePolicies(state: PolicyState): EffectiveDirection[] {
+export function effectivePolicies(state: PolicyState, only?: (podKey: string) => boolean): EffectiveDirection[] {
   const out: EffectiveDirection[] = [];
-  const keys = [...state.pods.keys()].sort();
+  const keys = [...state.pods.keys()].filter((k) => !only || only(k)).sort();
   for (const key of keys) {
     const pod = state.pods.get(key)!;
     for (const dir of ['ingress', 'egress'] as const) {

@@ -440,3 +440,43 @@ export const DEFAULT_PROBES: [Protocol, number][] = [
   ['UDP', 80],
   ['UDP', 81],
 ];
+
+// ---------------------------------------------------------------------------------
+// Synthetic clusters for the benchmark
+
+/**
+ * A cluster of `pods` pods (100 per node, 50 namespaces) and `policies` policies
+ * mixing pod selectors, namespace selectors, named and numeric ports, ipBlocks with
+ * except and egress rules. Node k has pod CIDR 10.(100 + k>>8).(k&255).0/24.
+ */
+export function syntheticCluster(o: { pods: number; policies: number; perNode?: number; namespaces?: number }): { namespaces: Namespace[]; pods: Pod[]; policies: NetworkPolicy[]; podCIDRs: Map<string, string> } {
+  const perNode = o.perNode ?? 100;
+  const K = o.namespaces ?? 50;
+  const nodes = Math.max(1, Math.ceil(o.pods / perNode));
+  const cidr = (n: number) => `10.${100 + (n >> 8)}.${n & 255}`;
+  const podCIDRs = new Map(Array.from({ length: nodes }, (_, n) => [`node-${n}`, `${cidr(n)}.0/24`]));
+  const namespaces = Array.from({ length: K }, (_, i) => nsObj(`ns-${i}`, { team: `team-${i % 5}`, env: i % 2 ? 'prod' : 'dev' }));
+  const tiers = ['web', 'db', 'cache'];
+  const pods = Array.from({ length: o.pods }, (_, i) => {
+    const n = i % nodes;
+    const j = Math.floor(i / nodes);
+    const p = podObj(`ns-${i % K}`, `pod-${i}`, { node: `node-${n}`, ips: [`${cidr(n)}.${j + 2}`], labels: { app: `app-${i % 20}`, tier: tiers[i % 3]! } });
+    p.spec.containers[0]!.ports = [{ name: 'http', containerPort: 8080 + (i % 3), protocol: 'TCP' }];
+    return p;
+  });
+  const policies = Array.from({ length: o.policies }, (_, k) => {
+    const spec: Partial<NetworkPolicy['spec']> = {
+      podSelector: sel({ app: `app-${k % 20}` }),
+      ingress: [
+        ing([{ podSelector: sel({ tier: tiers[k % 3]! }) }, { namespaceSelector: sel({ team: `team-${k % 5}` }), podSelector: { matchExpressions: [{ key: 'app', operator: 'In', values: [`app-${(k + 1) % 20}`, `app-${(k + 2) % 20}`] }] } }], [{ port: 80 + (k % 10) }, { port: 'http' }]),
+        ing([{ ipBlock: { cidr: '10.0.0.0/8', except: [`${cidr(k % nodes)}.0/24`] } }], [{ protocol: 'UDP', port: 5000, endPort: 5000 + (k % 100) }]),
+      ],
+    };
+    if (k % 4 === 0) {
+      spec.policyTypes = ['Ingress', 'Egress'];
+      spec.egress = [egr([{ namespaceSelector: sel({ env: 'prod' }) }], [{ port: 443 }, { port: 'http' }]), egr(undefined, [{ protocol: 'UDP', port: 53 }])];
+    }
+    return np(`ns-${k % K}`, `pol-${k}`, spec);
+  });
+  return { namespaces, pods, policies, podCIDRs };
+}

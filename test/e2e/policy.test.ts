@@ -66,8 +66,11 @@ if (requireRoot(t)) {
       if (!first) await new Promise((r) => setTimeout(r, 300));
       first = false;
       flushConntrack();
-      const m = await labMatrix(s, { agents, probes: [['TCP', 80], ['TCP', 81], ['UDP', 80], ['UDP', 81]] });
-      if (m.mismatches.length === 0 || Date.now() > until) return m;
+      // Early rounds confirm failures briefly (the agents may still be applying);
+      // once past the deadline, a failure must survive the long confirmation.
+      const last = Date.now() > until;
+      const m = await labMatrix(s, { agents, probes: [['TCP', 80], ['TCP', 81], ['UDP', 80], ['UDP', 81]], confirmMs: last ? 2000 : 400 });
+      if (m.mismatches.length === 0 || last) return m;
     }
   };
 

@@ -45,13 +45,13 @@ const bench: Benchmark = {
   async run({ quick }) {
     if (process.getuid?.() !== 0) throw new Error('the policy benchmark needs root (network namespaces)');
     setLogSink(() => {});
-    const sandbox = new NetnsSandbox('skt-pl');
+    const sandbox = new NetnsSandbox('skt-');
     const rows: Row[] = [];
     const notes: string[] = [];
     const procs: ReturnType<typeof spawn>[] = [];
     try {
       // ---- 1. compile + apply
-      const node = sandbox.create('-bn').name;
+      const node = sandbox.create('pl-bn').name;
       const nft = new Nft(realExec, { netns: node });
       const combos: [number, number][] = quick ? [[100, 1000], [1000, 1000]] : [[100, 1000], [1000, 1000], [5000, 1000], [100, 10000], [1000, 10000], [5000, 10000]];
       for (const [policies, pods] of combos) {
@@ -103,9 +103,9 @@ const bench: Benchmark = {
       // ---- 3. throughput and connection rate between two pods of one node
       const haveIperf = spawnSync('sh', ['-c', 'command -v iperf3']).status === 0;
       {
-        const tn = sandbox.create('-tn').name;
-        const srv = sandbox.create('-ts').name;
-        const cli = sandbox.create('-tc').name;
+        const tn = sandbox.create('pl-tn').name;
+        const srv = sandbox.create('pl-ts').name;
+        const cli = sandbox.create('pl-tc').name;
         sh(tn, 'ip', 'link', 'add', 'br0', 'type', 'bridge');
         sh(tn, 'ip', 'addr', 'add', '10.100.0.1/24', 'dev', 'br0');
         sh(tn, 'ip', 'link', 'set', 'br0', 'up');

@@ -194,7 +194,10 @@ class Builder {
   set(obj: SetObj | MapObj, elements: ElementObj[] = []): string {
     let s = this.sets.get(obj.name);
     if (!s) this.sets.set(obj.name, (s = { obj, elements: new Map() }));
-    for (const e of elements) s.elements.set(keyString(obj.type, e.key), e);
+    // Addresses come canonical from the evaluator (and ranges from cidrElements):
+    // they are their own key. Other types go through nft's canonical form.
+    const plainAddr = obj.type.length === 1 && (obj.type[0] === 'ipv4_addr' || obj.type[0] === 'ipv6_addr');
+    for (const e of elements) s.elements.set(plainAddr ? String(e.key[0]) : keyString(obj.type, e.key), e);
     return obj.name;
   }
 }
@@ -279,19 +282,29 @@ export function compile(state: PolicyState, opts: CompileOptions): PolicyModel {
     return [...out].sort();
   };
 
+  // Sets are named by identity or content: build each once, however many pods use it.
+  const portSetNames = new Map<string, string>();
   const portSet = (ports: PortRange[]): string => {
+    const key = JSON.stringify(ports);
+    const known = portSetNames.get(key);
+    if (known) return known;
     const els = portElements(ports);
     const name = hashedName('pt', JSON.stringify(els), els.map(([p, r]) => `${p}${r}`).join('.'));
-    return b.set(
-      { kind: 'set', name, type: PORT_TYPE, flags: ['interval'] },
-      els.map(([p, r]) => ({ kind: 'element', set: name, key: [p, r] })),
-    );
+    if (!b.sets.has(name)) b.set({ kind: 'set', name, type: PORT_TYPE, flags: ['interval'] }, els.map(([p, r]) => ({ kind: 'element', set: name, key: [p, r] })));
+    portSetNames.set(key, name);
+    return name;
   };
 
+  const blockNames = new Map<string, { name: string; family: Family }>();
+  const peerSetNames = new Map<string, string>();
   const blockSet = (prefix: string, cidrs: string[]): { name: string; family: Family } => {
+    const key = `${prefix} ${cidrs.join(',')}`;
+    const known = blockNames.get(key);
+    if (known) return known;
     const { family, elements } = cidrElements(cidrs);
     const name = hashedName(`${prefix}${family}`, elements.join(','), cidrs[0]!);
-    b.set({ kind: 'set', name, type: [ADDR_TYPE[family]], flags: ['interval'] }, elements.map((e) => ({ kind: 'element', set: name, key: [e] })));
+    if (!b.sets.has(name)) b.set({ kind: 'set', name, type: [ADDR_TYPE[family]], flags: ['interval'] }, elements.map((e) => ({ kind: 'element', set: name, key: [e] })));
+    blockNames.set(key, { name, family });
     return { name, family };
   };
 
@@ -317,12 +330,18 @@ export function compile(state: PolicyState, opts: CompileOptions): PolicyModel {
         for (const f of families) {
           if (peer.family !== undefined && peer.family !== f) continue;
           const identity = `peer|${e.policy}|${dir}|${e.ruleIndex}|${e.peerIndex ?? '-'}|${f}|${portsSig}`;
-          const [ns, name] = e.policy.split('/') as [string, string];
-          const setName = hashedName(`p${f}`, identity, `${ns}.${name}.${dir === 'ingress' ? 'in' : 'eg'}${e.ruleIndex}.${e.peerIndex ?? 'all'}`);
-          b.set(
-            { kind: 'set', name: setName, type: [ADDR_TYPE[f]], comment: `${e.policy} ${dir}[${e.ruleIndex}] peer ${e.peerIndex ?? '*'}` },
-            podIps(peer.pods, f).map((ip) => ({ kind: 'element', set: setName, key: [ip] })),
-          );
+          let setName = peerSetNames.get(identity);
+          if (setName === undefined) {
+            const [ns, name] = e.policy.split('/') as [string, string];
+            setName = hashedName(`p${f}`, identity, `${ns}.${name}.${dir === 'ingress' ? 'in' : 'eg'}${e.ruleIndex}.${e.peerIndex ?? 'all'}`);
+            peerSetNames.set(identity, setName);
+          }
+          if (!b.sets.has(setName)) {
+            b.set(
+              { kind: 'set', name: setName, type: [ADDR_TYPE[f]], comment: `${e.policy} ${dir}[${e.ruleIndex}] peer ${e.peerIndex ?? '*'}` },
+              podIps(peer.pods, f).map((ip) => ({ kind: 'element', set: setName, key: [ip] })),
+            );
+          }
           out.push([{ match: peerSel(f), value: { set: setName } }, ...portMatch, verdict]);
         }
         return out;

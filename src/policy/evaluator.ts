@@ -661,6 +661,7 @@ function ipBlockText(peer: CompiledPeer & { kind: 'ipBlock' }): NormalizedPeer {
  */
 export function effectivePolicies(state: PolicyState, only?: (podKey: string) => boolean): EffectiveDirection[] {
   const out: EffectiveDirection[] = [];
+  const egressGroups = new Map<string, { peer: NormalizedPeer; ports: PortRange[] }[]>();
   const keys = [...state.pods.keys()].filter((k) => !only || only(k)).sort();
   for (const key of keys) {
     const pod = state.pods.get(key)!;
@@ -693,7 +694,14 @@ export function effectivePolicies(state: PolicyState, only?: (podKey: string) =>
             if (numeric.length) allow.push({ ...base, peer: np, ports: numeric });
             if (named.length === 0) continue;
             // Egress named ports resolve per destination pod: group the destinations
-            // the peer can reach by what the names resolve to.
+            // the peer can reach by what the names resolve to. This does not depend
+            // on the subject pod: computed once per (policy, rule, peer).
+            const gkey = `${p.key}|${rule.index}|${peer?.index ?? -1}`;
+            const cachedGroups = egressGroups.get(gkey);
+            if (cachedGroups) {
+              for (const g of cachedGroups) allow.push({ ...base, peer: g.peer, ports: g.ports });
+              continue;
+            }
             let candidates: PodInfo[];
             let family: Family | undefined;
             if (peer === null) candidates = [...state.pods.values()].filter((x) => !x.hostNetwork);
@@ -718,10 +726,13 @@ export function effectivePolicies(state: PolicyState, only?: (podKey: string) =>
               g.pods.push(c.key);
               groups.set(sig, g);
             }
+            const list: { peer: NormalizedPeer; ports: PortRange[] }[] = [];
             for (const g of groups.values()) {
               g.pods.sort();
-              allow.push({ ...base, peer: family ? { kind: 'pods', pods: g.pods, family } : { kind: 'pods', pods: g.pods }, ports: g.ports });
+              list.push({ peer: family ? { kind: 'pods', pods: g.pods, family } : { kind: 'pods', pods: g.pods }, ports: g.ports });
             }
+            egressGroups.set(gkey, list);
+            for (const g of list) allow.push({ ...base, peer: g.peer, ports: g.ports });
           }
         }
       }

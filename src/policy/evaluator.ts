@@ -199,6 +199,21 @@ export function effectivePolicyTypes(p: NetworkPolicy): { ingress: boolean; egre
   return { ingress: true, egress: (p.spec.egress?.length ?? 0) > 0 };
 }
 
+// Compiled policies are memoized per object (checked against its JSON, so an object
+// changed in place is recompiled): a state rebuilt after a pod label change reuses
+// every compiled policy, and with it the peer membership caches (PolicyState.from's
+// `prev`).
+const compiledMemo = new WeakMap<object, { json: string; c: CompiledPolicy | InvalidPolicy }>();
+function compilePolicyMemo(p: NetworkPolicy): CompiledPolicy | InvalidPolicy {
+  if (typeof p !== 'object' || p === null) return compilePolicy(p);
+  const json = JSON.stringify(p);
+  const hit = compiledMemo.get(p);
+  if (hit && hit.json === json) return hit.c;
+  const c = compilePolicy(p);
+  compiledMemo.set(p, { json, c });
+  return c;
+}
+
 /** Validates and compiles one policy; returns the reasons when it is invalid. */
 export function compilePolicy(p: NetworkPolicy): CompiledPolicy | InvalidPolicy {
   const namespace = (p as { metadata?: { namespace?: string } })?.metadata?.namespace || 'default';
@@ -237,15 +252,49 @@ export class PolicyState {
   private readonly byNamespace = new Map<string, CompiledPolicy[]>();
   private readonly byIp = new Map<string, PodInfo | null>();
   private readonly isolatingCache = new Map<string, { ingress: CompiledPolicy[]; egress: CompiledPolicy[] }>();
-  /** @internal per-peer caches for the normalized form. */
-  readonly peerPodsCache = new WeakMap<CompiledPeer, string[]>();
+  /** @internal per-peer caches for the normalized form (pods matching each pod peer). */
+  readonly peerPodsCache = new Map<CompiledPeer, { policy: CompiledPolicy; pods: string[] }>();
+  /** @internal label/namespace signature of each pod (what peer membership depends on). */
+  private readonly podSig = new Map<string, string>();
 
-  static from(input: PolicyStateInput): PolicyState {
-    return new PolicyState(input);
+  /**
+   * Builds the state. With `prev` (the state before a change), peer memberships that
+   * are still valid are carried over and only pods whose labels, namespace or
+   * existence changed are re-tested (namespace label changes start afresh).
+   */
+  static from(input: PolicyStateInput, opts: { prev?: PolicyState } = {}): PolicyState {
+    const s = new PolicyState(input);
+    if (opts.prev) s.inherit(opts.prev);
+    return s;
   }
 
-  static fromReader(reader: Pick<ClusterReader, 'list'>): PolicyState {
-    return new PolicyState({ namespaces: reader.list('Namespace'), pods: reader.list('Pod'), policies: reader.list('NetworkPolicy') });
+  static fromReader(reader: Pick<ClusterReader, 'list'>, opts: { prev?: PolicyState } = {}): PolicyState {
+    return PolicyState.from({ namespaces: reader.list('Namespace'), pods: reader.list('Pod'), policies: reader.list('NetworkPolicy') }, opts);
+  }
+
+  private inherit(prev: PolicyState): void {
+    if (prev.namespaces.size !== this.namespaces.size) return;
+    for (const [n, l] of this.namespaces) if (JSON.stringify(prev.namespaces.get(n)) !== JSON.stringify(l)) return;
+    const changed: string[] = [];
+    for (const [k, sig] of this.podSig) if (prev.podSig.get(k) !== sig) changed.push(k);
+    for (const k of prev.podSig.keys()) if (!this.podSig.has(k)) changed.push(k);
+    const live = new Set(this.policies);
+    const changedSet = new Set(changed);
+    for (const [peer, e] of prev.peerPodsCache) {
+      if (!live.has(e.policy)) continue;
+      let pods = changed.length ? e.pods.filter((k) => !changedSet.has(k)) : e.pods;
+      let added = false;
+      for (const k of changed) {
+        const pod = this.pods.get(k);
+        if (pod && peerMatches(this, e.policy, peer, { pod, label: k })) {
+          if (pods === e.pods) pods = [...pods];
+          pods.push(k);
+          added = true;
+        }
+      }
+      if (added) pods.sort();
+      this.peerPodsCache.set(peer, { policy: e.policy, pods });
+    }
   }
 
   private constructor(input: PolicyStateInput) {
@@ -260,12 +309,13 @@ export class PolicyState {
       if (pod.status?.phase && TERMINAL_PHASES.has(pod.status.phase)) continue;
       const info = podInfo(pod);
       this.pods.set(info.key, info);
+      this.podSig.set(info.key, `${info.hostNetwork ? 'h' : ''}${JSON.stringify(info.labels)}`);
       if (!this.namespaces.has(info.namespace)) addNs(info.namespace);
       // hostNetwork pods share the node's address: an IP never resolves to them.
       if (info.hostNetwork) continue;
       for (const ip of info.ips) this.byIp.set(ip, this.byIp.has(ip) ? null : info);
     }
-    const compiled = (input.policies ?? []).map(compilePolicy);
+    const compiled = (input.policies ?? []).map(compilePolicyMemo);
     compiled.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
     for (const c of compiled) {
       if (isInvalid(c)) {
@@ -628,14 +678,14 @@ export interface EffectiveDirection {
 }
 
 function peerPods(state: PolicyState, policy: CompiledPolicy, peer: CompiledPeer): string[] {
-  let pods = state.peerPodsCache.get(peer);
+  let pods = state.peerPodsCache.get(peer)?.pods;
   if (!pods) {
     pods = [];
     for (const pod of state.pods.values()) {
       if (peerMatches(state, policy, peer, { pod, label: pod.key })) pods.push(pod.key);
     }
     pods.sort();
-    state.peerPodsCache.set(peer, pods);
+    state.peerPodsCache.set(peer, { policy, pods });
   }
   return pods;
 }

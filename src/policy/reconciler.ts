@@ -66,6 +66,7 @@ export class PolicyReconciler implements Reconciler {
   readonly kinds: readonly Kind[] = ['Namespace', 'Pod', 'NetworkPolicy', 'Node'];
 
   private applied: AppliedState | undefined;
+  private state: PolicyState | undefined;
   private synced = false;
   private lastError: string | undefined;
   private readonly invalidLogged = new Map<string, string>();
@@ -174,7 +175,9 @@ export class PolicyReconciler implements Reconciler {
     const full = req.full || this.applied === undefined;
     try {
       await this.ensureBridge();
-      const state = PolicyState.fromReader(this.ctx.view);
+      // Peer memberships carry over from the previous state: only changed pods are re-tested.
+      const state = PolicyState.fromReader(this.ctx.view, this.state && !full ? { prev: this.state } : {});
+      this.state = state;
       const node = this.ctx.view.get('Node', this.ctx.nodeName) as Node | undefined;
       const model = compile(state, { nodeName: this.ctx.nodeName, podCIDRs: podCIDRsOf(node), ...(this.cfg.denyAction ? { denyAction: this.cfg.denyAction } : {}) });
       this.logInvalid(model);

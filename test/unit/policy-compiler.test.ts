@@ -27,9 +27,9 @@ const IPS = new Map(base.pods.map((p) => [`${p.metadata.namespace}/${p.metadata.
 const NODE_OF = new Map(base.pods.map((p) => [`${p.metadata.namespace}/${p.metadata.name}`, p.spec.nodeName!]));
 const EXTERNAL = ['192.0.2.7', '10.244.9.9'];
 
-function stateOf(s: Scenario): PolicyState {
+function stateOf(s: Scenario, prev?: PolicyState): PolicyState {
   const objs = applyMutation(base, s.mutate);
-  return PolicyState.from({ ...objs, policies: s.policies(IPS) });
+  return PolicyState.from({ ...objs, policies: s.policies(IPS) }, prev ? { prev } : {});
 }
 
 /** Compares kernel (tracer) and evaluator over the matrix plus external ends; returns mismatches. */
@@ -103,9 +103,23 @@ t.test('random policies (seeded): kernel equals the evaluator', async (t) => {
   let allowed = 0;
   let denied = 0;
   const bad: string[] = [];
+  let prev: PolicyState | undefined;
+  const policyObjs = new Map<number, ReturnType<Scenario['policies']>>();
   for (let seed = 1; seed <= seeds; seed++) {
     const s = randomScenario(seed);
     const state = stateOf(s);
+    // The simulated kernel is programmed from a state derived incrementally from the
+    // previous one (as the reconciler does, with some policy objects carried over),
+    // the verdicts come from a fresh state.
+    const objs = applyMutation(base, s.mutate);
+    const pols = [...(policyObjs.get(seed - 1) ?? []).filter((_, i) => i % 2 === 0), ...s.policies(IPS)];
+    policyObjs.set(seed, pols);
+    const incState = PolicyState.from({ ...objs, policies: pols }, prev ? { prev } : {});
+    const freshState = PolicyState.from({ ...objs, policies: pols });
+    prev = incState;
+    sim.apply(incState, seed % 10 === 0 ? 'full' : 'incremental');
+    const r0 = compare(sim, freshState);
+    if (r0.mismatches.length) bad.push(`seed ${seed} (incremental state): ${r0.mismatches[0]}`);
     sim.apply(state, seed % 10 === 0 ? 'full' : 'incremental');
     const r = compare(sim, state);
     total += r.checked;

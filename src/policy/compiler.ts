@@ -91,7 +91,12 @@ export interface ModelChain {
 export interface ModelSet {
   obj: SetObj | MapObj;
   elements: Map<string, ElementObj>;
+  /** Identity of the elements' source (a peer's pod list): equal tokens, equal elements. */
+  token?: object;
 }
+
+/** Peer-set elements by source pod list and set name, reused while the list is the same array. */
+const peerElementsCache = new WeakMap<readonly string[], Map<string, Map<string, ElementObj>>>();
 
 export interface LocalPod {
   key: string;
@@ -337,10 +342,15 @@ export function compile(state: PolicyState, opts: CompileOptions): PolicyModel {
             peerSetNames.set(identity, setName);
           }
           if (!b.sets.has(setName)) {
-            b.set(
-              { kind: 'set', name: setName, type: [ADDR_TYPE[f]], comment: `${e.policy} ${dir}[${e.ruleIndex}] peer ${e.peerIndex ?? '*'}` },
-              podIps(peer.pods, f).map((ip) => ({ kind: 'element', set: setName, key: [ip] })),
-            );
+            const obj: SetObj = { kind: 'set', name: setName, type: [ADDR_TYPE[f]], comment: `${e.policy} ${dir}[${e.ruleIndex}] peer ${e.peerIndex ?? '*'}` };
+            let byName = peerElementsCache.get(peer.pods);
+            if (!byName) peerElementsCache.set(peer.pods, (byName = new Map()));
+            let els = byName.get(setName);
+            if (!els) {
+              els = new Map(podIps(peer.pods, f).map((ip) => [ip, { kind: 'element', set: setName, key: [ip] }]));
+              byName.set(setName, els);
+            }
+            b.sets.set(setName, { obj, elements: els, token: peer.pods });
           }
           out.push([{ match: peerSel(f), value: { set: setName } }, ...portMatch, verdict]);
         }
@@ -432,7 +442,7 @@ export interface AppliedState {
   /** Regular chains: name -> rules hash ('' = flushed, awaiting deletion). */
   chains: Map<string, string>;
   /** Sets and maps: name -> definition hash and elements (canonical key -> value JSON). */
-  sets: Map<string, { def: string; obj: SetObj | MapObj; elements: Map<string, string> }>;
+  sets: Map<string, { def: string; obj: SetObj | MapObj; elements: Map<string, string>; token?: object }>;
   /** Chains and sets no longer wanted: flushed, deleted by the next transaction. */
   stale: { chains: Set<string>; sets: Set<string> };
 }
@@ -454,8 +464,8 @@ const elValue = (e: ElementObj) => JSON.stringify(e.value ?? null);
 
 /** The applied state after a full transaction of `m`. */
 export function appliedFrom(m: PolicyModel): AppliedState {
-  const sets = new Map<string, { def: string; obj: SetObj | MapObj; elements: Map<string, string> }>();
-  for (const [name, s] of m.sets) sets.set(name, { def: setDef(s.obj), obj: s.obj, elements: new Map([...s.elements].map(([k, e]) => [k, elValue(e)])) });
+  const sets = new Map<string, { def: string; obj: SetObj | MapObj; elements: Map<string, string>; token?: object }>();
+  for (const [name, s] of m.sets) sets.set(name, { def: setDef(s.obj), obj: s.obj, elements: new Map([...s.elements].map(([k, e]) => [k, elValue(e)])), ...(s.token ? { token: s.token } : {}) });
   return { baseHash: m.baseHash, chains: new Map([...m.chains].map(([n, c]) => [n, c.hash])), sets, stale: { chains: new Set(), sets: new Set() } };
 }
 
@@ -473,7 +483,17 @@ export function planUpdate(prev: AppliedState, next: PolicyModel): { tx: Transac
   const tx = new Transaction('inet', POLICY_TABLE);
   const stats: PlanStats = { rebuild: false, ops: 0, chainsAdded: 0, chainsFlushed: 0, chainsDeleted: 0, setsAdded: 0, setsDeleted: 0, elementsAdded: 0, elementsDeleted: 0 };
   const chains = new Map(prev.chains);
-  const sets = new Map([...prev.sets].map(([n, s]) => [n, { ...s, elements: new Map(s.elements) }]));
+  // Element maps are copied on write (most sets are untouched by a partial sync).
+  const sets = new Map([...prev.sets].map(([n, s]) => [n, { ...s }]));
+  const writable = new Set<string>();
+  const own = (name: string) => {
+    const x = sets.get(name)!;
+    if (!writable.has(name)) {
+      x.elements = new Map(x.elements);
+      writable.add(name);
+    }
+    return x;
+  };
   const stale = { chains: new Set(prev.stale.chains), sets: new Set(prev.stale.sets) };
   for (const s of prev.sets.values()) tx.declare(s.obj);
 
@@ -502,6 +522,7 @@ export function planUpdate(prev: AppliedState, next: PolicyModel): { tx: Transac
     if (sets.has(name)) continue;
     tx.add(s.obj);
     sets.set(name, { def: setDef(s.obj), obj: s.obj, elements: new Map() });
+    writable.add(name);
     stats.setsAdded++;
   }
   for (const [name, c] of next.chains) {
@@ -519,7 +540,11 @@ export function planUpdate(prev: AppliedState, next: PolicyModel): { tx: Transac
   //    is delete + add, since `add element` of an existing key with another value fails).
   const ordered = [...next.sets.values()].sort((a, b) => Number(a.obj.kind === 'map') - Number(b.obj.kind === 'map'));
   for (const s of ordered) {
-    const have = sets.get(s.obj.name)!;
+    const seen = sets.get(s.obj.name)!;
+    if (s.token !== undefined && seen.token === s.token) continue;
+    const have = own(s.obj.name);
+    if (s.token !== undefined) have.token = s.token;
+    else delete have.token;
     for (const [k, v] of [...have.elements]) {
       const want = s.elements.get(k);
       if (want && elValue(want) === v) continue;
@@ -535,8 +560,9 @@ export function planUpdate(prev: AppliedState, next: PolicyModel): { tx: Transac
     }
   }
   // Verdict-map elements of sets that disappear entirely must go before their chains are flushed.
-  for (const [name, s] of sets) {
-    if (next.sets.has(name) || s.obj.kind !== 'map') continue;
+  for (const [name, s0] of sets) {
+    if (next.sets.has(name) || s0.obj.kind !== 'map') continue;
+    const s = own(name);
     for (const k of [...s.elements.keys()]) {
       tx.delete({ kind: 'element', set: name, key: k.split(' . ') });
       s.elements.delete(k);

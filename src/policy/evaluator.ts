@@ -280,19 +280,27 @@ export class PolicyState {
     for (const k of prev.podSig.keys()) if (!this.podSig.has(k)) changed.push(k);
     const live = new Set(this.policies);
     const changedSet = new Set(changed);
+    const netOf = (p: PodInfo | undefined) => (p ? `${p.ips.join(',')}${JSON.stringify(p.namedPorts)}` : undefined);
+    const sameNet = new Set(changed.filter((k) => this.pods.has(k) && netOf(this.pods.get(k)) === netOf(prev.pods.get(k))));
     for (const [peer, e] of prev.peerPodsCache) {
       if (!live.has(e.policy)) continue;
-      let pods = changed.length ? e.pods.filter((k) => !changedSet.has(k)) : e.pods;
-      let added = false;
-      for (const k of changed) {
+      // An unaffected peer keeps the very same array: the compiler caches a set's
+      // elements by it (a changed pod's address change also yields a new array).
+      const now = changed.filter((k) => {
         const pod = this.pods.get(k);
-        if (pod && peerMatches(this, e.policy, peer, { pod, label: k })) {
-          if (pods === e.pods) pods = [...pods];
-          pods.push(k);
-          added = true;
-        }
+        return pod !== undefined && peerMatches(this, e.policy, peer, { pod, label: k });
+      });
+      // The list changes when a member leaves, a pod joins, or a member that stays
+      // changed addresses or container ports (label-only changes of members do not).
+      const members = changed.length ? new Set(e.pods.filter((k) => changedSet.has(k))) : new Set<string>();
+      const nowSet = new Set(now);
+      const differs = [...members].some((k) => !nowSet.has(k) || !sameNet.has(k)) || now.some((k) => !members.has(k));
+      let pods = e.pods;
+      if (differs) {
+        pods = e.pods.filter((k) => !changedSet.has(k));
+        pods.push(...now);
+        pods.sort();
       }
-      if (added) pods.sort();
       this.peerPodsCache.set(peer, { policy: e.policy, pods });
     }
   }
@@ -309,7 +317,7 @@ export class PolicyState {
       if (pod.status?.phase && TERMINAL_PHASES.has(pod.status.phase)) continue;
       const info = podInfo(pod);
       this.pods.set(info.key, info);
-      this.podSig.set(info.key, `${info.hostNetwork ? 'h' : ''}${JSON.stringify(info.labels)}`);
+      this.podSig.set(info.key, `${info.hostNetwork ? 'h' : ''}${info.ips.join(',')}${JSON.stringify(info.labels)}${JSON.stringify(info.namedPorts)}`);
       if (!this.namespaces.has(info.namespace)) addNs(info.namespace);
       // hostNetwork pods share the node's address: an IP never resolves to them.
       if (info.hostNetwork) continue;
@@ -677,6 +685,8 @@ export interface EffectiveDirection {
   allow: AllowEntry[];
 }
 
+const namedGroupsCache = new WeakMap<readonly string[], Map<string, { peer: NormalizedPeer; ports: PortRange[] }[]>>();
+
 function peerPods(state: PolicyState, policy: CompiledPolicy, peer: CompiledPeer): string[] {
   let pods = state.peerPodsCache.get(peer)?.pods;
   if (!pods) {
@@ -754,8 +764,18 @@ export function effectivePolicies(state: PolicyState, only?: (podKey: string) =>
             }
             let candidates: PodInfo[];
             let family: Family | undefined;
+            // For a pod peer the groups depend only on its member list (the same array
+            // while no member changed labels, addresses or container ports) and the names.
+            const peerList = peer?.kind === 'pods' ? peerPods(state, p, peer) : undefined;
+            const namedSig = JSON.stringify(named.map((n) => [n.name, n.protocol]));
+            const crossState = peerList && namedGroupsCache.get(peerList)?.get(namedSig);
+            if (crossState) {
+              egressGroups.set(gkey, crossState);
+              for (const g of crossState) allow.push({ ...base, peer: g.peer, ports: g.ports });
+              continue;
+            }
             if (peer === null) candidates = [...state.pods.values()].filter((x) => !x.hostNetwork);
-            else if (peer.kind === 'pods') candidates = peerPods(state, p, peer).map((k) => state.pods.get(k)!);
+            else if (peer.kind === 'pods') candidates = peerList!.map((k) => state.pods.get(k)!);
             else {
               family = peer.cidr.family;
               candidates = [...state.pods.values()].filter((x) => {
@@ -782,6 +802,11 @@ export function effectivePolicies(state: PolicyState, only?: (podKey: string) =>
               list.push({ peer: family ? { kind: 'pods', pods: g.pods, family } : { kind: 'pods', pods: g.pods }, ports: g.ports });
             }
             egressGroups.set(gkey, list);
+            if (peerList) {
+              let m = namedGroupsCache.get(peerList);
+              if (!m) namedGroupsCache.set(peerList, (m = new Map()));
+              m.set(namedSig, list);
+            }
             for (const g of list) allow.push({ ...base, peer: g.peer, ports: g.ports });
           }
         }

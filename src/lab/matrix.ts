@@ -62,11 +62,18 @@ export async function labMatrix(s: LabState, o: LabMatrixOptions = {}): Promise<
     for (const k of keys) if (!agents.has(k)) agents.set(k, new ProbeAgent(s.pods[k]!.netns, { name: k }));
     await Promise.all(keys.map((k) => agents.get(k)!.ready));
     const ips = new Map(keys.map((k) => [k, s.pods[k]!.ip!]));
+    // Only pods that declare a containerPort run a server on it (the lab's built-in servers).
+    const served = new Set<string>();
+    for (const pod of m.pods) {
+      const key = `${pod.metadata.namespace || 'default'}/${pod.metadata.name}`;
+      for (const c of pod.spec.containers) for (const cp of c.ports ?? []) served.add(`${key} ${cp.protocol ?? 'TCP'}/${cp.containerPort}`);
+    }
     const cells = await measureMatrix({
       keys,
       agents,
       ips,
       probes,
+      serves: (to, protocol, port) => served.has(`${to} ${protocol}/${port}`),
       expected: (from, to, protocol, port) => evaluate(state, { from: { pod: from }, to: { pod: to }, protocol, port }, { reasons: false }).allowed,
       ...(o.timeoutMs ? { timeoutMs: o.timeoutMs } : {}),
       ...(o.confirmMs ? { confirmMs: o.confirmMs } : {}),

@@ -149,6 +149,8 @@ export async function measureMatrix(o: {
   ips: ReadonlyMap<string, string>;
   probes: readonly [Protocol, number][];
   expected: (from: string, to: string, protocol: Protocol, port: number) => boolean;
+  /** Whether `to` serves (protocol, port); unserved cells are not probed (default: all served). */
+  serves?: (to: string, protocol: Protocol, port: number) => boolean;
   timeoutMs?: number;
   confirmMs?: number;
 }): Promise<MatrixCell[]> {
@@ -156,7 +158,9 @@ export async function measureMatrix(o: {
   await Promise.all(
     o.keys.map(async (from) => {
       const mine: Omit<MatrixCell, 'kernel'>[] = [];
-      for (const [protocol, port] of o.probes) for (const to of o.keys) if (to !== from) mine.push({ from, to, protocol, port, expected: o.expected(from, to, protocol, port) });
+      for (const [protocol, port] of o.probes) {
+        for (const to of o.keys) if (to !== from && (!o.serves || o.serves(to, protocol, port))) mine.push({ from, to, protocol, port, expected: o.expected(from, to, protocol, port) });
+      }
       const agent = o.agents.get(from)!;
       const target = (c: Omit<MatrixCell, 'kernel'>) => ({ host: o.ips.get(c.to)!, port: c.port, proto: c.protocol });
       // One quick round; then only the probes that failed where the evaluator expects
@@ -178,19 +182,23 @@ export function renderMatrix(keys: readonly string[], cells: readonly MatrixCell
   const by = new Map(cells.map((c) => [`${c.protocol}/${c.port} ${c.from}>${c.to}`, c]));
   const probes = [...new Set(cells.map((c) => `${c.protocol}/${c.port}`))];
   const out: string[] = [];
+  // Wide names: columns are numbered and the rows say which number is which pod.
+  const wide = keys.some((k) => k.length > 4);
+  const w = wide ? Math.max(3, String(keys.length).length + 1) : 5;
+  const rowW = Math.max(6, ...keys.map((k, i) => (wide ? `${i + 1} ${k}` : k).length + 2));
   for (const p of probes) {
     out.push(`${p}   (rows: from, columns: to; . allowed, X denied, ! kernel differs from the evaluator, - not probed)`);
-    out.push(`      ${keys.map((k) => k.padEnd(5)).join('')}`);
-    for (const f of keys) {
+    out.push(`${''.padEnd(rowW)}${keys.map((k, i) => (wide ? String(i + 1) : k).padEnd(w)).join('')}`);
+    keys.forEach((f, i) => {
       out.push(
-        `${f.padEnd(6)}${keys
+        `${(wide ? `${i + 1} ${f}` : f).padEnd(rowW)}${keys
           .map((d) => {
             const c = by.get(`${p} ${f}>${d}`);
-            return (c ? (c.kernel !== c.expected ? '!' : c.kernel ? '.' : 'X') : '-').padEnd(5);
+            return (c ? (c.kernel !== c.expected ? '!' : c.kernel ? '.' : 'X') : '-').padEnd(w);
           })
           .join('')}`,
       );
-    }
+    });
   }
   const bad = cells.filter((c) => c.kernel !== c.expected);
   out.push(bad.length === 0 ? `kernel equals the evaluator on all ${cells.length} probes` : `${bad.length} of ${cells.length} probes differ:`);

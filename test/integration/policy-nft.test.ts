@@ -13,9 +13,10 @@ import type { AgentContext } from '../../src/agent/reconciler.js';
 import type { ClusterObject, NetworkPolicy, Protocol } from '../../src/cluster/types.js';
 import { realExec } from '../../src/os/exec.js';
 import { Nft } from '../../src/os/nft.js';
-import { MemoryView } from '../../src/proxy/fixtures.js';
+import { MemoryView, slice, svc } from '../../src/proxy/fixtures.js';
+import { Proxier } from '../../src/proxy/proxier.js';
 import { evaluate, PolicyState } from '../../src/policy/evaluator.js';
-import { applyMutation, DEFAULT_PROBES, MODEL_KEYS, UPSTREAM_SCENARIOS, ing, np, randomScenario, sel, syntheticModel, type Scenario } from '../../src/policy/fixtures.js';
+import { applyMutation, DEFAULT_PROBES, MODEL_KEYS, UPSTREAM_SCENARIOS, egr, ing, np, nsNamed, randomScenario, sel, syntheticModel, type Scenario } from '../../src/policy/fixtures.js';
 import { ProbeAgent, measureMatrix, renderMatrix } from '../../src/policy/probe.js';
 import { PolicyReconciler } from '../../src/policy/reconciler.js';
 import { logger } from '../../src/util/log.js';
@@ -233,6 +234,37 @@ if (requireRoot(t)) {
     a.stop();
     agents.delete('z/new');
     await syncAll();
+  });
+
+  t.test("egress to a Service's ClusterIP is judged by the backend pod (policy after DNAT)", async (t) => {
+    // The service proxy on every node (real nft, `ip skiff-proxy`): web -> y/b, db -> z/c.
+    const proxiers = NODES.map((n, k) => {
+      const ctx: AgentContext = { nodeName: n, view, registry: new Registry(), log: logger(`proxy-it-${n}`), exec: realExec };
+      return new Proxier(ctx, { clusterCIDR: '10.244.0.0/16', balancing: 'round-robin', nodeIPs: [`192.168.60.${k + 1}`], healthCheckBind: false }, new Nft(realExec, { netns: nodeNs.get(n)! }), { conntrack: null });
+    });
+    const ports = [{ name: 'http', port: 80, targetPort: 80 }];
+    const nodeOf = (key: string) => model.pods.find((p) => `${p.metadata.namespace}/${p.metadata.name}` === key)!.spec.nodeName!;
+    put(
+      svc('web', { ns: 'y', clusterIP: '10.96.0.10', ports }),
+      slice('web', [{ ip: IPS.get('y/b')!, node: nodeOf('y/b') }], { ns: 'y', ports: [{ name: 'http', port: 80 }] }),
+      svc('db', { ns: 'z', clusterIP: '10.96.0.11', ports }),
+      slice('db', [{ ip: IPS.get('z/c')!, node: nodeOf('z/c') }], { ns: 'z', ports: [{ name: 'http', port: 80 }] }),
+    );
+    await Promise.all(proxiers.map((p) => p.sync({ full: true, changes: [] })));
+    try {
+      const probe = () => agents.get('x/a')!.probe([{ host: '10.96.0.10', port: 80, proto: 'TCP' }, { host: '10.96.0.11', port: 80, proto: 'TCP' }], 300, 1000);
+      await install({ name: 'open', policies: () => [] });
+      t.same(await probe(), [true, true], 'both services reachable without policies');
+      // x/a may send only to y/b (by pod selector): the ClusterIP of web is allowed, that of db is not.
+      await install({ name: 'egress to y/b', policies: () => [np('x', 'to-y-b', { podSelector: sel({ pod: 'a' }), policyTypes: ['Egress'], egress: [egr([{ namespaceSelector: nsNamed('y'), podSelector: sel({ pod: 'b' }) }])] })] });
+      t.same(await probe(), [true, false], 'web (-> y/b) allowed, db (-> z/c) denied');
+      // And ingress: z/c accepts only x/a; y/b denies everyone.
+      await install({ name: 'ingress', policies: () => [np('z', 'c-from-x-a', { podSelector: sel({ pod: 'c' }), ingress: [ing([{ namespaceSelector: nsNamed('x'), podSelector: sel({ pod: 'a' }) }])] }), np('y', 'deny-b', { podSelector: sel({ pod: 'b' }), ingress: [] })] });
+      t.same(await probe(), [false, true], 'web denied by y/deny-b, db allowed by z/c-from-x-a');
+    } finally {
+      for (const p of proxiers) await p.cleanup().catch(() => {});
+      await install({ name: 'open', policies: () => [] });
+    }
   });
 
   t.test('a restarted reconciler adopts the table; the matrix is unchanged', async (t) => {

@@ -19,6 +19,9 @@ const USAGE = `usage: skiff lab <command> [--name NAME] [flags]
   node add                       add a node (next free index, a new pod CIDR, its agent)
   node remove NAME               remove a node: its agent, pods and namespace
   node restart NAME              restart a node's agent (kernel state and traffic stay)
+  matrix [--ports tcp/80,udp/81] [--namespaces x,y] [--json]
+                                 reachability measured in the kernel vs the policy
+                                 evaluator ("!" marks a difference; exit 1 if any)
 
 --name defaults to the one lab that exists.
 `;
@@ -32,6 +35,8 @@ interface Args {
   nodes?: number;
   json: boolean;
   rest: string[];
+  ports?: string;
+  namespaces?: string;
 }
 
 function parse(argv: string[]): Args {
@@ -53,6 +58,8 @@ function parse(argv: string[]): Args {
       if (!Number.isInteger(n) || n < 1 || n > 200) throw new UsageError(`flag --nodes: invalid value ${JSON.stringify(argv[i])} (an integer from 1 to 200)`);
       a.nodes = n;
     } else if (x === '--json' || x === '-o=json') a.json = true;
+    else if (x === '--ports') a.ports = val();
+    else if (x === '--namespaces') a.namespaces = val();
     else if (x.startsWith('-')) throw new UsageError(`unknown flag ${JSON.stringify(x)}`);
     else a.rest.push(x);
   }
@@ -168,6 +175,19 @@ export async function run(argv: string[]): Promise<number> {
           return 0;
         }
         throw new UsageError('node: add | remove NAME | restart NAME');
+      }
+      case 'matrix': {
+        const s = requireState(whichLab(a.name));
+        const { labMatrix, parseProbes } = await import('./matrix.js');
+        let probes;
+        try {
+          probes = a.ports ? parseProbes(a.ports) : undefined;
+        } catch (e) {
+          throw new UsageError((e as Error).message);
+        }
+        const m = await labMatrix(s, { ...(probes ? { probes } : {}), ...(a.namespaces ? { namespaces: a.namespaces.split(',') } : {}) });
+        process.stdout.write(a.json ? JSON.stringify({ pods: m.keys, cells: m.cells, mismatches: m.mismatches.length }, null, 2) + '\n' : m.text + '\n');
+        return m.mismatches.length ? 1 : 0;
       }
       case '':
       case 'help':

@@ -199,6 +199,21 @@ export function effectivePolicyTypes(p: NetworkPolicy): { ingress: boolean; egre
   return { ingress: true, egress: (p.spec.egress?.length ?? 0) > 0 };
 }
 
+// Compiled policies are memoized per object (checked against its JSON, so an object
+// changed in place is recompiled): a state rebuilt after a pod label change reuses
+// every compiled policy, and with it the peer membership caches (PolicyState.from's
+// `prev`).
+const compiledMemo = new WeakMap<object, { json: string; c: CompiledPolicy | InvalidPolicy }>();
+function compilePolicyMemo(p: NetworkPolicy): CompiledPolicy | InvalidPolicy {
+  if (typeof p !== 'object' || p === null) return compilePolicy(p);
+  const json = JSON.stringify(p);
+  const hit = compiledMemo.get(p);
+  if (hit && hit.json === json) return hit.c;
+  const c = compilePolicy(p);
+  compiledMemo.set(p, { json, c });
+  return c;
+}
+
 /** Validates and compiles one policy; returns the reasons when it is invalid. */
 export function compilePolicy(p: NetworkPolicy): CompiledPolicy | InvalidPolicy {
   const namespace = (p as { metadata?: { namespace?: string } })?.metadata?.namespace || 'default';
@@ -237,15 +252,57 @@ export class PolicyState {
   private readonly byNamespace = new Map<string, CompiledPolicy[]>();
   private readonly byIp = new Map<string, PodInfo | null>();
   private readonly isolatingCache = new Map<string, { ingress: CompiledPolicy[]; egress: CompiledPolicy[] }>();
-  /** @internal per-peer caches for the normalized form. */
-  readonly peerPodsCache = new WeakMap<CompiledPeer, string[]>();
+  /** @internal per-peer caches for the normalized form (pods matching each pod peer). */
+  readonly peerPodsCache = new Map<CompiledPeer, { policy: CompiledPolicy; pods: string[] }>();
+  /** @internal label/namespace signature of each pod (what peer membership depends on). */
+  private readonly podSig = new Map<string, string>();
 
-  static from(input: PolicyStateInput): PolicyState {
-    return new PolicyState(input);
+  /**
+   * Builds the state. With `prev` (the state before a change), peer memberships that
+   * are still valid are carried over and only pods whose labels, namespace or
+   * existence changed are re-tested (namespace label changes start afresh).
+   */
+  static from(input: PolicyStateInput, opts: { prev?: PolicyState } = {}): PolicyState {
+    const s = new PolicyState(input);
+    if (opts.prev) s.inherit(opts.prev);
+    return s;
   }
 
-  static fromReader(reader: Pick<ClusterReader, 'list'>): PolicyState {
-    return new PolicyState({ namespaces: reader.list('Namespace'), pods: reader.list('Pod'), policies: reader.list('NetworkPolicy') });
+  static fromReader(reader: Pick<ClusterReader, 'list'>, opts: { prev?: PolicyState } = {}): PolicyState {
+    return PolicyState.from({ namespaces: reader.list('Namespace'), pods: reader.list('Pod'), policies: reader.list('NetworkPolicy') }, opts);
+  }
+
+  private inherit(prev: PolicyState): void {
+    if (prev.namespaces.size !== this.namespaces.size) return;
+    for (const [n, l] of this.namespaces) if (JSON.stringify(prev.namespaces.get(n)) !== JSON.stringify(l)) return;
+    const changed: string[] = [];
+    for (const [k, sig] of this.podSig) if (prev.podSig.get(k) !== sig) changed.push(k);
+    for (const k of prev.podSig.keys()) if (!this.podSig.has(k)) changed.push(k);
+    const live = new Set(this.policies);
+    const changedSet = new Set(changed);
+    const netOf = (p: PodInfo | undefined) => (p ? `${p.ips.join(',')}${JSON.stringify(p.namedPorts)}` : undefined);
+    const sameNet = new Set(changed.filter((k) => this.pods.has(k) && netOf(this.pods.get(k)) === netOf(prev.pods.get(k))));
+    for (const [peer, e] of prev.peerPodsCache) {
+      if (!live.has(e.policy)) continue;
+      // An unaffected peer keeps the very same array: the compiler caches a set's
+      // elements by it (a changed pod's address change also yields a new array).
+      const now = changed.filter((k) => {
+        const pod = this.pods.get(k);
+        return pod !== undefined && peerMatches(this, e.policy, peer, { pod, label: k });
+      });
+      // The list changes when a member leaves, a pod joins, or a member that stays
+      // changed addresses or container ports (label-only changes of members do not).
+      const members = changed.length ? new Set(e.pods.filter((k) => changedSet.has(k))) : new Set<string>();
+      const nowSet = new Set(now);
+      const differs = [...members].some((k) => !nowSet.has(k) || !sameNet.has(k)) || now.some((k) => !members.has(k));
+      let pods = e.pods;
+      if (differs) {
+        pods = e.pods.filter((k) => !changedSet.has(k));
+        pods.push(...now);
+        pods.sort();
+      }
+      this.peerPodsCache.set(peer, { policy: e.policy, pods });
+    }
   }
 
   private constructor(input: PolicyStateInput) {
@@ -260,12 +317,13 @@ export class PolicyState {
       if (pod.status?.phase && TERMINAL_PHASES.has(pod.status.phase)) continue;
       const info = podInfo(pod);
       this.pods.set(info.key, info);
+      this.podSig.set(info.key, `${info.hostNetwork ? 'h' : ''}${info.ips.join(',')}${JSON.stringify(info.labels)}${JSON.stringify(info.namedPorts)}`);
       if (!this.namespaces.has(info.namespace)) addNs(info.namespace);
       // hostNetwork pods share the node's address: an IP never resolves to them.
       if (info.hostNetwork) continue;
       for (const ip of info.ips) this.byIp.set(ip, this.byIp.has(ip) ? null : info);
     }
-    const compiled = (input.policies ?? []).map(compilePolicy);
+    const compiled = (input.policies ?? []).map(compilePolicyMemo);
     compiled.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
     for (const c of compiled) {
       if (isInvalid(c)) {
@@ -627,15 +685,17 @@ export interface EffectiveDirection {
   allow: AllowEntry[];
 }
 
+const namedGroupsCache = new WeakMap<readonly string[], Map<string, { peer: NormalizedPeer; ports: PortRange[] }[]>>();
+
 function peerPods(state: PolicyState, policy: CompiledPolicy, peer: CompiledPeer): string[] {
-  let pods = state.peerPodsCache.get(peer);
+  let pods = state.peerPodsCache.get(peer)?.pods;
   if (!pods) {
     pods = [];
     for (const pod of state.pods.values()) {
       if (peerMatches(state, policy, peer, { pod, label: pod.key })) pods.push(pod.key);
     }
     pods.sort();
-    state.peerPodsCache.set(peer, pods);
+    state.peerPodsCache.set(peer, { policy, pods });
   }
   return pods;
 }
@@ -656,11 +716,13 @@ function ipBlockText(peer: CompiledPeer & { kind: 'ipBlock' }): NormalizedPeer {
  * resolved to numbers (per destination pod). A connection is allowed in a direction
  * iff the pod is not isolated or some entry matches it — exactly what evaluate()
  * decides (allowedByEffective checks this against the evaluator in the tests).
- * Not included: traffic from the pod's own node (always allowed).
+ * Not included: traffic from the pod's own node (always allowed). `only` limits the
+ * subjects (a node's compiler needs only its own pods).
  */
-export function effectivePolicies(state: PolicyState): EffectiveDirection[] {
+export function effectivePolicies(state: PolicyState, only?: (podKey: string) => boolean): EffectiveDirection[] {
   const out: EffectiveDirection[] = [];
-  const keys = [...state.pods.keys()].sort();
+  const egressGroups = new Map<string, { peer: NormalizedPeer; ports: PortRange[] }[]>();
+  const keys = [...state.pods.keys()].filter((k) => !only || only(k)).sort();
   for (const key of keys) {
     const pod = state.pods.get(key)!;
     for (const dir of ['ingress', 'egress'] as const) {
@@ -692,11 +754,28 @@ export function effectivePolicies(state: PolicyState): EffectiveDirection[] {
             if (numeric.length) allow.push({ ...base, peer: np, ports: numeric });
             if (named.length === 0) continue;
             // Egress named ports resolve per destination pod: group the destinations
-            // the peer can reach by what the names resolve to.
+            // the peer can reach by what the names resolve to. This does not depend
+            // on the subject pod: computed once per (policy, rule, peer).
+            const gkey = `${p.key}|${rule.index}|${peer?.index ?? -1}`;
+            const cachedGroups = egressGroups.get(gkey);
+            if (cachedGroups) {
+              for (const g of cachedGroups) allow.push({ ...base, peer: g.peer, ports: g.ports });
+              continue;
+            }
             let candidates: PodInfo[];
             let family: Family | undefined;
+            // For a pod peer the groups depend only on its member list (the same array
+            // while no member changed labels, addresses or container ports) and the names.
+            const peerList = peer?.kind === 'pods' ? peerPods(state, p, peer) : undefined;
+            const namedSig = JSON.stringify(named.map((n) => [n.name, n.protocol]));
+            const crossState = peerList && namedGroupsCache.get(peerList)?.get(namedSig);
+            if (crossState) {
+              egressGroups.set(gkey, crossState);
+              for (const g of crossState) allow.push({ ...base, peer: g.peer, ports: g.ports });
+              continue;
+            }
             if (peer === null) candidates = [...state.pods.values()].filter((x) => !x.hostNetwork);
-            else if (peer.kind === 'pods') candidates = peerPods(state, p, peer).map((k) => state.pods.get(k)!);
+            else if (peer.kind === 'pods') candidates = peerList!.map((k) => state.pods.get(k)!);
             else {
               family = peer.cidr.family;
               candidates = [...state.pods.values()].filter((x) => {
@@ -717,10 +796,18 @@ export function effectivePolicies(state: PolicyState): EffectiveDirection[] {
               g.pods.push(c.key);
               groups.set(sig, g);
             }
+            const list: { peer: NormalizedPeer; ports: PortRange[] }[] = [];
             for (const g of groups.values()) {
               g.pods.sort();
-              allow.push({ ...base, peer: family ? { kind: 'pods', pods: g.pods, family } : { kind: 'pods', pods: g.pods }, ports: g.ports });
+              list.push({ peer: family ? { kind: 'pods', pods: g.pods, family } : { kind: 'pods', pods: g.pods }, ports: g.ports });
             }
+            egressGroups.set(gkey, list);
+            if (peerList) {
+              let m = namedGroupsCache.get(peerList);
+              if (!m) namedGroupsCache.set(peerList, (m = new Map()));
+              m.set(namedSig, list);
+            }
+            for (const g of list) allow.push({ ...base, peer: g.peer, ports: g.ports });
           }
         }
       }

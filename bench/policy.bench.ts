@@ -1,0 +1,188 @@
+// NetworkPolicy: compile + apply time of a node's ruleset for 100 / 1,000 / 5,000
+// policies over 1,000 / 10,000 pods (100 pods per node; the measured node holds
+// 100), the time to apply one pod label change at 1,000 policies (the reconciler's
+// partial sync: state, compile, diff, one `nft -f -`), and TCP throughput and new
+// connections per second between two pods of one node with 1,000 policies installed
+// vs none, interleaved. Real nft in skt-pl* namespaces, removed at exit.
+import { spawn, spawnSync } from 'node:child_process';
+import { Registry } from 'prom-client';
+import type { AgentContext } from '../src/agent/reconciler.js';
+import type { ClusterObject, Pod } from '../src/cluster/types.js';
+import { realExec } from '../src/os/exec.js';
+import { Nft, Transaction } from '../src/os/nft.js';
+import { NetnsSandbox } from '../src/os/sandbox.js';
+import { MemoryView } from '../src/proxy/fixtures.js';
+import { compile, fullTransaction } from '../src/policy/compiler.js';
+import { PolicyState } from '../src/policy/evaluator.js';
+import { ing, np, sel, syntheticCluster } from '../src/policy/fixtures.js';
+import { PolicyReconciler } from '../src/policy/reconciler.js';
+import { logger, setLogSink } from '../src/util/log.js';
+import { median, round, type Benchmark, type Row } from './lib.js';
+
+const ms = (t0: bigint) => Number(process.hrtime.bigint() - t0) / 1e6;
+
+function sh(ns: string, ...cmd: string[]): string {
+  const r = spawnSync('ip', ['netns', 'exec', ns, ...cmd], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`${cmd.join(' ')} in ${ns}: ${r.stderr}`);
+  return r.stdout;
+}
+
+const CONN_CLIENT = `
+const net = require('node:net');
+const [host, port, secs] = [process.argv[1], Number(process.argv[2]), Number(process.argv[3])];
+const until = Date.now() + secs * 1000;
+let n = 0;
+(async () => {
+  while (Date.now() < until) {
+    await new Promise((res) => { const s = net.connect(port, host, () => { s.destroy(); n++; res(); }); s.on('error', res); });
+  }
+  console.log(n / secs);
+})();`;
+
+const bench: Benchmark = {
+  id: 'policy',
+  title: 'NetworkPolicy: compile + apply, label-change latency, throughput and connection rate with policies',
+  async run({ quick }) {
+    if (process.getuid?.() !== 0) throw new Error('the policy benchmark needs root (network namespaces)');
+    setLogSink(() => {});
+    const sandbox = new NetnsSandbox('skt-');
+    const rows: Row[] = [];
+    const notes: string[] = [];
+    const procs: ReturnType<typeof spawn>[] = [];
+    try {
+      // ---- 1. compile + apply
+      const node = sandbox.create('pl-bn').name;
+      const nft = new Nft(realExec, { netns: node });
+      const combos: [number, number][] = quick ? [[100, 1000], [1000, 1000]] : [[100, 1000], [1000, 1000], [5000, 1000], [100, 10000], [1000, 10000], [5000, 10000]];
+      for (const [policies, pods] of combos) {
+        const c = syntheticCluster({ pods, policies });
+        const compileMs: number[] = [];
+        const applyMs: number[] = [];
+        let ops = 0;
+        for (let i = 0; i < (quick ? 1 : 3); i++) {
+          const t0 = process.hrtime.bigint();
+          const state = PolicyState.from(c);
+          const model = compile(state, { nodeName: 'node-0', podCIDRs: [c.podCIDRs.get('node-0')!] });
+          const tx = fullTransaction(model);
+          compileMs.push(ms(t0));
+          ops = tx.size;
+          const t1 = process.hrtime.bigint();
+          await nft.run(tx);
+          applyMs.push(ms(t1));
+        }
+        const label = `${policies} policies / ${pods} pods`;
+        rows.push({ metric: `compile (state + model + transaction), ${label}`, value: round(median(compileMs), 1), unit: 'ms' });
+        rows.push({ metric: `apply (one nft -f -, ${ops} operations), ${label}`, value: round(median(applyMs), 1), unit: 'ms' });
+      }
+
+      // ---- 2. one pod label change at 1,000 policies (reconciler partial sync, real nft)
+      {
+        const c = syntheticCluster({ pods: 1000, policies: 1000 });
+        const view = new MemoryView();
+        const put = (...o: ClusterObject[]) => view.put(...(o as never[]));
+        put({ apiVersion: 'v1', kind: 'Node', metadata: { name: 'node-0' }, spec: { podCIDR: c.podCIDRs.get('node-0')! } }, ...c.namespaces, ...c.pods, ...c.policies);
+        const ctx: AgentContext = { nodeName: 'node-0', view, registry: new Registry(), log: logger('bench'), exec: realExec };
+        const rec = new PolicyReconciler(ctx, { ensureBridgeNetfilter: false }, nft);
+        await rec.sync({ full: true, changes: [] });
+        const times: number[] = [];
+        const ops: number[] = [];
+        const n = quick ? 5 : 15;
+        for (let i = 0; i < n; i++) {
+          const p = structuredClone(c.pods[(i * 37) % c.pods.length]!) as Pod;
+          p.metadata.labels = { ...p.metadata.labels, tier: i % 2 ? 'web' : 'db', app: `app-${(i * 7) % 20}` };
+          put(p);
+          const t0 = process.hrtime.bigint();
+          await rec.sync({ full: false, changes: [] });
+          times.push(ms(t0));
+          ops.push(rec.lastStats?.ops ?? 0);
+        }
+        rows.push({ metric: 'one pod label change at 1,000 policies / 1,000 pods (partial sync: state, compile, diff, nft)', value: round(median(times), 1), unit: 'ms', target: '<= 50 ms', pass: median(times) <= 50 });
+        notes.push(`label change: median ${round(median(ops), 0)} nft operations per change (element adds/deletes in the affected peer sets)`);
+      }
+
+      // ---- 3. throughput and connection rate between two pods of one node
+      const haveIperf = spawnSync('sh', ['-c', 'command -v iperf3']).status === 0;
+      {
+        const tn = sandbox.create('pl-tn').name;
+        const srv = sandbox.create('pl-ts').name;
+        const cli = sandbox.create('pl-tc').name;
+        sh(tn, 'ip', 'link', 'add', 'br0', 'type', 'bridge');
+        sh(tn, 'ip', 'addr', 'add', '10.100.0.1/24', 'dev', 'br0');
+        sh(tn, 'ip', 'link', 'set', 'br0', 'up');
+        sh(tn, 'sh', '-c', 'echo 1 > /proc/sys/net/bridge/bridge-nf-call-iptables');
+        [
+          [srv, 'vs', '10.100.0.2'],
+          [cli, 'vc', '10.100.0.3'],
+        ].forEach(([ns, v, ip]) => {
+          sh(tn, 'ip', 'link', 'add', v!, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns!);
+          sh(tn, 'ip', 'link', 'set', v!, 'master', 'br0');
+          sh(tn, 'ip', 'link', 'set', v!, 'up');
+          sh(ns!, 'ip', 'addr', 'add', `${ip}/24`, 'dev', 'eth0');
+          sh(ns!, 'ip', 'link', 'set', 'eth0', 'up');
+        });
+        // 1,000 policies; the server pod is isolated by some and allowed from the client by one.
+        const c = syntheticCluster({ pods: 1000, policies: 1000, perNode: 1000 });
+        const mk = (ns: string, name: string, ip: string, labels: Record<string, string>): Pod => ({ apiVersion: 'v1', kind: 'Pod', metadata: { namespace: ns, name, labels }, spec: { nodeName: 'node-0', containers: [{ name: 'c', ports: [{ name: 'http', containerPort: 8080 }] }] }, status: { phase: 'Running', podIP: ip, podIPs: [{ ip }] } });
+        const pods = [...c.pods.filter((p) => !p.status!.podIP!.startsWith('10.100.0.')), mk('ns-0', 'server', '10.100.0.2', { app: 'app-0', tier: 'web' }), mk('ns-1', 'client', '10.100.0.3', { app: 'app-1', tier: 'web' })];
+        const policies = [...c.policies, np('ns-0', 'allow-client', { podSelector: sel({ app: 'app-0' }), ingress: [ing([{ namespaceSelector: {}, podSelector: sel({ tier: 'web' }) }])] })];
+        const state = PolicyState.from({ namespaces: c.namespaces, pods, policies });
+        const model = compile(state, { nodeName: 'node-0', podCIDRs: ['10.100.0.0/24'] });
+        const tnNft = new Nft(realExec, { netns: tn });
+        // "ct": conntrack on and one established-accept rule, as on any node whose
+        // service proxy already uses conntrack: the cost of policy itself.
+        const ctOnly = new Transaction('inet', 'skiff-policy');
+        ctOnly.add({ kind: 'table' });
+        ctOnly.add({ kind: 'chain', name: 'forward', type: 'filter', hook: 'forward', priority: 0, policy: 'accept' });
+        ctOnly.add({ kind: 'rule', chain: 'forward', rule: [{ ctState: ['established', 'related'] }, { verdict: 'accept' }] });
+        const install = async (mode: 'none' | 'ct' | 'with') => {
+          spawnSync('ip', ['netns', 'exec', tn, 'nft', 'delete', 'table', 'inet', 'skiff-policy'], { stdio: 'ignore' });
+          if (mode === 'with') await tnNft.run(fullTransaction(model));
+          if (mode === 'ct') await tnNft.run(ctOnly);
+        };
+        notes.push(`throughput setup: ${model.chains.size} policy chains, ${model.sets.size} sets on the node; the server pod is isolated for ingress by ${state.isolating('ns-0/server', 'ingress').length} policies`);
+        // connection-rate server
+        const server = spawn('ip', ['netns', 'exec', srv, process.execPath, '-e', "require('node:net').createServer((s)=>s.destroy()).listen(8080,()=>console.log('up'))"], { stdio: ['ignore', 'pipe', 'ignore'] });
+        procs.push(server);
+        await new Promise((r) => server.stdout!.once('data', r));
+        if (haveIperf) procs.push(spawn('ip', ['netns', 'exec', srv, 'iperf3', '-s', '-p', '5201'], { stdio: 'ignore' }));
+        await new Promise((r) => setTimeout(r, 500));
+        const tput: Record<string, number[]> = { none: [], ct: [], with: [] };
+        const cps: Record<string, number[]> = { none: [], ct: [], with: [] };
+        const secs = quick ? 2 : 4;
+        for (let round_ = 0; round_ < (quick ? 1 : 3); round_++) {
+          for (const mode of ['none', 'ct', 'with'] as const) {
+            await install(mode);
+            if (haveIperf) {
+              const out = sh(cli, 'iperf3', '-c', '10.100.0.2', '-p', '5201', '-t', String(secs), '-J');
+              tput[mode]!.push((JSON.parse(out) as { end: { sum_received: { bits_per_second: number } } }).end.sum_received.bits_per_second / 1e9);
+            }
+            cps[mode]!.push(Number(sh(cli, process.execPath, '-e', CONN_CLIENT, '10.100.0.2', '8080', String(secs)).trim()));
+          }
+        }
+        if (haveIperf) {
+          const a = median(tput.none!);
+          const b = median(tput.with!);
+          rows.push({ metric: 'TCP throughput, two pods of one node (bridged), no policies', value: round(a, 2), unit: 'Gbit/s' });
+          rows.push({ metric: 'TCP throughput with 1,000 policies installed (server isolated, client allowed)', value: round(b, 2), unit: 'Gbit/s', anchor: { name: 'no policies', value: round(a, 2) } });
+          rows.push({ metric: 'throughput ratio (1,000 policies / none)', value: round(b / a, 3), unit: 'ratio', target: '>= 0.95', pass: b / a >= 0.95 });
+          const c0 = median(tput.ct!);
+          rows.push({ metric: 'TCP throughput, conntrack + established-accept only (what any node with the proxy pays)', value: round(c0, 2), unit: 'Gbit/s' });
+          rows.push({ metric: 'throughput ratio (1,000 policies / conntrack only)', value: round(b / c0, 3), unit: 'ratio' });
+        } else notes.push('iperf3 not installed: throughput not measured');
+        const a = median(cps.none!);
+        const b = median(cps.with!);
+        rows.push({ metric: 'new TCP connections per second (sequential client), no policies', value: round(a, 0), unit: 'conn/s' });
+        rows.push({ metric: 'new TCP connections per second with 1,000 policies', value: round(b, 0), unit: 'conn/s', anchor: { name: 'no policies', value: round(a, 0) } });
+        rows.push({ metric: 'connection rate ratio (1,000 policies / none)', value: round(b / a, 3), unit: 'ratio' });
+        rows.push({ metric: 'connection rate ratio (1,000 policies / conntrack only)', value: round(b / median(cps.ct!), 3), unit: 'ratio' });
+      }
+      notes.push('2 shared cores: medians of interleaved runs; compile is pure TypeScript on one core, apply is one nft transaction.');
+      return { id: 'policy', title: bench.title, command: `node dist/bench/run.js policy${quick ? ' --quick' : ''}`, rows, notes };
+    } finally {
+      for (const p of procs) p.kill('SIGKILL');
+      sandbox.removeAll();
+    }
+  },
+};
+
+export default bench;

@@ -1,4 +1,4 @@
-// Loads skiff's native addon (build/skiff_native.node): setns, flock, nsType.
+// Loads skiff's native addon (build/skiff_native.node): setns, flock, nsType, socket.
 // Works from dist/src/os (tsc output) and from the bundled dist/skiff-cni.mjs.
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -9,9 +9,14 @@ export interface Native {
   setns(fd: number, nstype: number): void;
   flock(fd: number, op: number): void;
   nsType(fd: number): number;
+  /** A new socket (close-on-exec) in the calling thread's network namespace; returns its fd. */
+  socket(domain: number, type: number): number;
 }
 
 export const CLONE_NEWNET = 0x40000000;
+export const AF_INET = 2;
+export const SOCK_STREAM = 1;
+export const SOCK_DGRAM = 2;
 export const LOCK_SH = 1;
 export const LOCK_EX = 2;
 export const LOCK_NB = 4;

@@ -2,6 +2,8 @@
 //   setns(fd, nstype)        enter a namespace (only the calling thread moves)
 //   flock(fd, op)            BSD advisory lock; the kernel drops it when the holder dies
 //   nsType(fd)               NS_GET_NSTYPE on an nsfs file, or -1 when fd is not a namespace
+//   socket(domain, type)     a new socket fd (close-on-exec) in the calling thread's network
+//                            namespace: with setns, a TCP/UDP socket inside another namespace
 #define _GNU_SOURCE
 #include <errno.h>
 #include <sched.h>
@@ -9,6 +11,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/vfs.h>
 #include <linux/nsfs.h>
 #include <node_api.h>
@@ -74,11 +77,22 @@ static napi_value js_nstype(napi_env env, napi_callback_info info) {
   return v;
 }
 
+static napi_value js_socket(napi_env env, napi_callback_info info) {
+  int32_t a[2];
+  if (get_ints(env, info, a, 2)) { napi_throw_type_error(env, NULL, "socket(domain, type)"); return NULL; }
+  int fd = socket(a[0], a[1] | SOCK_CLOEXEC, 0);
+  if (fd < 0) return throw_errno(env, "socket", errno);
+  napi_value v;
+  napi_create_int32(env, fd, &v);
+  return v;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor d[] = {
     {"setns", NULL, js_setns, NULL, NULL, NULL, napi_default, NULL},
     {"flock", NULL, js_flock, NULL, NULL, NULL, napi_default, NULL},
     {"nsType", NULL, js_nstype, NULL, NULL, NULL, napi_default, NULL},
+    {"socket", NULL, js_socket, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof d / sizeof d[0], d);
   return exports;

@@ -3,7 +3,7 @@
 // state file, so `get` shows exactly what the data plane is programmed from),
 // kubectl-like tables, and probe target resolution (a pod, a service name, an IP).
 import type { EndpointSlice, Node, Pod, Service } from '../cluster/types.js';
-import { familyOf } from '../util/ip.js';
+import { isIPv4 } from 'node:net';
 import type { LabObject } from './config.js';
 import { buildManifests, podKey, serviceKey, type LabNode, type PodRuntime } from './controller.js';
 import type { ProbeProtocol } from './probe.js';
@@ -346,7 +346,7 @@ export function resolveTarget(view: LabView, o: { fromNamespace: string; target:
     return withPort({ name: podKey(p), kind: 'pod', ip }, podPorts(p), `pod ${podKey(p)}`);
   }
   if (/^\d+\.\d+\.\d+\.\d+$/.test(t)) {
-    if (familyOf(t) !== 4) throw new InspectUsageError(`target: invalid IPv4 address ${JSON.stringify(o.target)}`);
+    if (!isIPv4(t)) throw new InspectUsageError(`target: invalid IPv4 address ${JSON.stringify(o.target)}`);
     const pod = view.pods.find((p) => p.status?.podIP === t);
     const svc = view.services.find((s) => s.spec.clusterIP === t);
     const candidates = pod ? podPorts(pod) : svc ? (svc.spec.ports ?? []).map((p) => ({ port: p.port, protocol: p.protocol ?? 'TCP' })) : [];

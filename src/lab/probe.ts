@@ -13,6 +13,7 @@
 import { createSocket as createUdp } from 'node:dgram';
 import { Socket } from 'node:net';
 import { randomInt } from 'node:crypto';
+import { closeSync } from 'node:fs';
 import { socketIn } from '../os/netns.js';
 import { echoRequest, openIcmpSocket, parseEchoReply, type RawSocket } from '../overlay/probe.js';
 
@@ -72,9 +73,19 @@ function elapsed(t0: bigint): number {
   return Math.round(Number(process.hrtime.bigint() - t0) / 1e4) / 100;
 }
 
+/** Hands a raw fd to Node.js; closes it when that fails, so nothing leaks. */
+function adopt<T>(fd: number, wrap: () => T): T {
+  try {
+    return wrap();
+  } catch (e) {
+    closeSync(fd);
+    throw e;
+  }
+}
+
 function probeTcp(spec: ProbeSpec): Promise<ProbeOutcome> {
   const fd = socketIn(spec.netnsPath, 'tcp');
-  const sock = new Socket({ fd, readable: true, writable: true });
+  const sock = adopt(fd, () => new Socket({ fd, readable: true, writable: true }));
   const t0 = process.hrtime.bigint();
   return new Promise((resolve) => {
     let connected = false;
@@ -113,6 +124,14 @@ function probeTcp(spec: ProbeSpec): Promise<ProbeOutcome> {
 function probeUdp(spec: ProbeSpec): Promise<ProbeOutcome> {
   const fd = socketIn(spec.netnsPath, 'udp');
   const sock = createUdp('udp4');
+  adopt(fd, () => {
+    try {
+      sock.bind({ fd });
+    } catch (e) {
+      sock.close();
+      throw e;
+    }
+  });
   const t0 = process.hrtime.bigint();
   const payload = Buffer.from(spec.payload ?? 'probe\n');
   return new Promise((resolve) => {
@@ -136,7 +155,6 @@ function probeUdp(spec: ProbeSpec): Promise<ProbeOutcome> {
       done({ result, ...(result === 'error' || result === 'unreachable' ? { error: e.code ?? e.message } : {}) });
     });
     sock.on('message', (m) => done({ result: 'ok', answer: firstLine(m.toString('utf8')) }));
-    sock.bind({ fd });
     sock.connect(spec.port!, spec.ip, (err?: Error) => {
       if (err) return sock.emit('error', err);
       const send = () => {

@@ -18,10 +18,11 @@ const USAGE = `usage: skiff lab <command> [--name NAME] [flags]
   exec NS/POD -- CMD...          run a command in a pod's network namespace
   get nodes|pods|services|endpointslices [-n NS] [-o json|wide]
                                  kubectl-like tables; -o json prints a Kubernetes List
-  probe NS/POD TARGET [--port P] [--protocol TCP|UDP|ICMP] [--timeout MS] [--json]
+  probe NS/POD TARGET [--port P] [--protocol TCP|UDP|ICMP] [--timeout MS] [--json] [--dns]
                                  connect from inside the pod; TARGET: NS/POD, a service
                                  (svc, svc.ns, svc.ns.svc.cluster.local) or an IP; prints
-                                 the answer or refused/timed out/unreachable (exit 1)
+                                 the answer or refused/timed out/unreachable (exit 1);
+                                 --dns: resolve the name through the cluster DNS
   node add                       add a node (next free index, a new pod CIDR, its agent)
   node remove NAME               remove a node: its agent, pods and namespace
   node restart NAME              restart a node's agent (kernel state and traffic stay)

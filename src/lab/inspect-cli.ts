@@ -9,6 +9,8 @@ import { alive } from './agents.js';
 import { asList, DEFAULT_PROBE_TIMEOUT_MS, findPod, formatGet, formatProbe, InspectUsageError, itemsOf, labView, parseInspectArgs, resolveTarget, resourceOf, type InspectArgs, type LabView, type ProbeReport } from './inspect.js';
 import { podKey } from './controller.js';
 import { probe, type ProbeProtocol } from './probe.js';
+import { parseResolvConf, resolveInPod } from './dnsquery.js';
+import { isIPv4 } from 'node:net';
 import { labsOnDisk, loadState, manifestsDir, type LabState } from './state.js';
 import { existingLabs, LAB_PREFIX, listNetns, nsPathOf } from './topology.js';
 
@@ -40,6 +42,8 @@ export interface ProbeOptions {
   protocol?: ProbeProtocol;
   port?: number;
   timeoutMs?: number;
+  /** Resolve a service name through the cluster DNS from inside the source pod (its resolv.conf), not the lab's state. */
+  dns?: boolean;
 }
 
 /**
@@ -53,8 +57,21 @@ export async function probeFromPod(s: LabState, view: LabView, from: string, tar
   const rt = s.pods[key];
   if (!rt?.ip) throw new InspectUsageError(`pod ${key} has no IP yet`);
   const protocol = o.protocol ?? 'TCP';
-  const t = resolveTarget(view, { fromNamespace: src.metadata.namespace ?? 'default', target, protocol, ...(o.port !== undefined ? { port: o.port } : {}), domain: s.settings.clusterDomain });
-  const r = await probe({ netnsPath: nsPathOf(rt.netns), ip: t.ip, protocol, ...(t.port !== undefined ? { port: t.port } : {}), timeoutMs: o.timeoutMs ?? DEFAULT_PROBE_TIMEOUT_MS });
+  const timeoutMs = o.timeoutMs ?? DEFAULT_PROBE_TIMEOUT_MS;
+  const netnsPath = nsPathOf(rt.netns);
+  let name = target;
+  let dnsName: string | undefined;
+  if (o.dns && !target.includes('/') && !isIPv4(target)) {
+    const rcPath = `/etc/netns/${rt.netns}/resolv.conf`;
+    const rc = parseResolvConf(readFileSync(rcPath, 'utf8'));
+    const found = await resolveInPod(netnsPath, rc, target, timeoutMs);
+    if ('failures' in found) throw new Error(`DNS: ${JSON.stringify(target)} does not resolve from pod ${key} through ${rc.nameservers[0]} (${found.failures.join('; ')})`);
+    name = found.addresses[0]!;
+    dnsName = found.fqdn;
+  }
+  const resolved = resolveTarget(view, { fromNamespace: src.metadata.namespace ?? 'default', target: name, protocol, ...(o.port !== undefined ? { port: o.port } : {}), domain: s.settings.clusterDomain });
+  const t = dnsName ? { ...resolved, name: dnsName } : resolved;
+  const r = await probe({ netnsPath, ip: t.ip, protocol, ...(t.port !== undefined ? { port: t.port } : {}), timeoutMs });
   return { from: key, to: t.name, ip: t.ip, protocol, port: t.port ?? null, result: r.result, answer: r.result === 'ok' ? (r.answer ?? '') : null, ms: r.ms, ...(r.error ? { error: r.error } : {}) };
 }
 
@@ -162,7 +179,7 @@ export async function runInspect(argv: string[], usage: string): Promise<number>
       else process.stdout.write(formatGet(view, res, { ...(a.namespace ? { namespace: a.namespace } : {}), wide: a.output === 'wide' }));
       return 0;
     }
-    const r = await probeFromPod(s, view, a.rest[0]!, a.rest[1]!, { ...(a.protocol ? { protocol: a.protocol } : {}), ...(a.port !== undefined ? { port: a.port } : {}), ...(a.timeoutMs ? { timeoutMs: a.timeoutMs } : {}) });
+    const r = await probeFromPod(s, view, a.rest[0]!, a.rest[1]!, { ...(a.protocol ? { protocol: a.protocol } : {}), ...(a.port !== undefined ? { port: a.port } : {}), ...(a.timeoutMs ? { timeoutMs: a.timeoutMs } : {}), ...(a.dns ? { dns: true } : {}) });
     process.stdout.write(a.json ? JSON.stringify(r) + '\n' : formatProbe(r));
     return r.result === 'ok' ? 0 : 1;
   } catch (e) {

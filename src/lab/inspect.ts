@@ -35,6 +35,8 @@ export interface InspectArgs {
   port?: number;
   protocol?: ProbeProtocol;
   timeoutMs?: number;
+  /** probe: resolve a service name through the cluster DNS from inside the pod. */
+  dns?: boolean;
   rest: string[];
 }
 
@@ -50,7 +52,7 @@ export function parseInspectArgs(argv: readonly string[]): InspectArgs {
   const a: InspectArgs = { cmd, json: false, rest: [] };
   const allowed: Record<'get' | 'probe', string[]> = {
     get: ['--name', '-n', '--namespace', '-o', '--output'],
-    probe: ['--name', '--port', '--protocol', '--timeout', '--json'],
+    probe: ['--name', '--port', '--protocol', '--timeout', '--json', '--dns'],
   };
   for (let i = 1; i < argv.length; i++) {
     let x = argv[i]!;
@@ -77,8 +79,10 @@ export function parseInspectArgs(argv: readonly string[]): InspectArgs {
     const bad = (v: string, want: string) => new InspectUsageError(`flag ${flag}: invalid value ${JSON.stringify(v)} (${want})`);
     switch (flag) {
       case '--json':
+      case '--dns':
         if (inline !== undefined) throw bad(inline, 'takes no value');
-        a.json = true;
+        if (flag === '--json') a.json = true;
+        else a.dns = true;
         break;
       case '--name':
         a.name = val();

@@ -173,6 +173,14 @@ if (requireRoot(t)) {
       const r = JSON.parse(skiff(['probe', 'a/client', name, '--json']).out) as { to: string; ip: string; port: number; result: string; answer: string };
       t.same([r.to, r.ip, r.port, r.result, r.answer], ['a/hl', s.pods['a/srv']!.ip, 8080, 'ok', 'a/srv'], `${name}: headless, the ready endpoint answers`);
     }
+    // --dns: the same names through the cluster DNS, queried from inside the client pod.
+    const viaDns = JSON.parse(skiff(['probe', 'a/client', 'hl', '--dns', '--json']).out) as { to: string; ip: string; result: string; answer: string };
+    t.same([viaDns.to, viaDns.ip, viaDns.result, viaDns.answer], ['hl.a.svc.cluster.local', s.pods['a/srv']!.ip, 'ok', 'a/srv'], '--dns: headless name -> the ready pod, which answers');
+    const webDns = JSON.parse(skiff(['probe', 'a/client', 'web', '--dns', '--protocol', 'ICMP', '--timeout', '300', '--json']).out) as { to: string; ip: string };
+    t.same([webDns.to, webDns.ip], ['web.a.svc.cluster.local', s.clusterIPs['a/web']], '--dns: a ClusterIP service name -> its ClusterIP');
+    const noName = skiff(['probe', 'a/client', 'nosuch', '--dns', '--timeout', '300']);
+    t.equal(noName.code, 1);
+    t.match(noName.err, /DNS: "nosuch" does not resolve from pod a\/client through 169\.254\.20\.10 \(nosuch\.a\.svc\.cluster\.local: no such name;/);
     const fromB = skiff(['probe', 'b/echo', 'hl', '--json']);
     t.equal(fromB.code, 2, 'a bare name is looked up in the source namespace');
     t.match(fromB.err, /no service b\/hl \(services: a\/hl, a\/web\)/);

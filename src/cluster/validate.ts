@@ -3,6 +3,7 @@
 // ones that would otherwise surface as a crash or a silently wrong rule far away in a
 // reconciler: wrong apiVersion for the kind, missing name, a port that is not a number.
 // They are not the API server's full validation.
+import { canonical } from '../util/canonical.js';
 import { KINDS, type ClusterObject, type Kind } from './types.js';
 
 export const API_VERSION: Readonly<Record<Kind, string>> = {
@@ -361,6 +362,39 @@ export function normalize<T extends ClusterObject>(o: T): T {
 
 const LAST_APPLIED = 'kubectl.kubernetes.io/last-applied-configuration';
 
+// Shared sub-objects: the replicas of one workload have the same labels, containers and
+// conditions, the Services of one kind the same ports. Such a value is kept once (frozen,
+// so no consumer can change it under the others) and every object holding an equal one
+// points at it: trim() returns these shared values, never the input's. The table is bounded: when full it starts over (objects already
+// holding a shared value keep it).
+const SHARED_MAX = 8192;
+let shared = new Map<string, unknown>();
+
+function share<V>(v: V): V {
+  if (v === undefined || v === null || typeof v !== 'object') return v;
+  let key: string;
+  try {
+    key = canonical(v);
+  } catch {
+    return v; // not JSON (a cycle): not shareable
+  }
+  if (key.length > 2048) return v; // large values are rare and rarely equal
+  const hit = shared.get(key);
+  if (hit !== undefined) return hit as V;
+  if (shared.size >= SHARED_MAX) shared = new Map();
+  // A copy (the caller's object stays as it was), parsed from the key: tightly sized.
+  const copy = JSON.parse(key) as V;
+  deepFreeze(copy);
+  shared.set(key, copy);
+  return copy;
+}
+
+function deepFreeze(v: unknown): void {
+  if (typeof v !== 'object' || v === null || Object.isFrozen(v)) return;
+  Object.freeze(v);
+  for (const x of Object.values(v)) deepFreeze(x);
+}
+
 type Obj = Record<string, unknown>;
 
 // An object built by adding properties to `{}` always has room for four (56 bytes even
@@ -409,13 +443,13 @@ const ENDPOINT_PORT = ['name', 'protocol', 'port', 'appProtocol'];
 const NODE_SPEC = ['podCIDR', 'podCIDRs', 'unschedulable'];
 
 function trimMeta(m: Obj): Obj {
-  const out = pick(m, META)!;
-  const ann = out.annotations as Record<string, string> | undefined;
+  const ann = m.annotations as Record<string, string> | undefined;
+  let annotations = ann;
   if (ann && typeof ann === 'object' && LAST_APPLIED in ann) {
     const { [LAST_APPLIED]: _la, ...rest } = ann;
-    out.annotations = rest;
+    annotations = rest;
   }
-  return out;
+  return pick({ ...m, labels: share(m.labels), annotations: share(annotations) }, META)!;
 }
 
 /**
@@ -429,18 +463,20 @@ export function trim<T extends ClusterObject>(o: T): T {
     case 'Pod': {
       const spec = pick(r.spec, POD_SPEC)!;
       if (spec && Array.isArray(spec.containers)) {
-        spec.containers = (spec.containers as unknown[]).map((c) => {
+        spec.containers = share((spec.containers as unknown[]).map((c) => {
           const t = pick(c, CONTAINER);
           if (t && Array.isArray(t.ports)) t.ports = pickList(t.ports, CONTAINER_PORT);
           return t;
-        });
+        }));
       }
       const status = pick(r.status, POD_STATUS);
+      if (status && status.conditions !== undefined) status.conditions = share(status.conditions);
       return (status === undefined ? { apiVersion: o.apiVersion, kind: o.kind, metadata, spec } : { apiVersion: o.apiVersion, kind: o.kind, metadata, spec, status }) as unknown as T;
     }
     case 'Service': {
       const spec = pick(r.spec, SERVICE_SPEC)!;
-      if (spec && Array.isArray(spec.ports)) spec.ports = pickList(spec.ports, SERVICE_PORT);
+      if (spec && Array.isArray(spec.ports)) spec.ports = share(pickList(spec.ports, SERVICE_PORT));
+      if (spec && spec.selector !== undefined) spec.selector = share(spec.selector);
       const lb = (r.status as { loadBalancer?: { ingress?: unknown[] } } | undefined)?.loadBalancer;
       const status = lb?.ingress?.length ? { loadBalancer: { ingress: pickList(lb.ingress, ['ip', 'hostname']) } } : undefined;
       return (status === undefined ? { apiVersion: o.apiVersion, kind: o.kind, metadata, spec } : { apiVersion: o.apiVersion, kind: o.kind, metadata, spec, status }) as unknown as T;
@@ -453,7 +489,7 @@ export function trim<T extends ClusterObject>(o: T): T {
             return t;
           })
         : r.endpoints;
-      const ports = pickList(r.ports, ENDPOINT_PORT);
+      const ports = share(pickList(r.ports, ENDPOINT_PORT));
       return (ports === undefined ? { apiVersion: o.apiVersion, kind: o.kind, metadata, addressType: r.addressType, endpoints }
         : { apiVersion: o.apiVersion, kind: o.kind, metadata, addressType: r.addressType, endpoints, ports }) as unknown as T;
     }

@@ -54,6 +54,13 @@ const KIND_ZONE = 0, KIND_V4 = 1, KIND_V6 = 2;
 const REV4 = 'in-addr.arpa';
 const REV6 = 'ip6.arpa';
 
+/** Encoded answers per query type, valid for one zone generation. */
+class TemplateCache extends Map<number, Template | ExternalChase> {
+  constructor(public gen: number) {
+    super();
+  }
+}
+
 /** The records of a name with no records (it only exists): one shared empty list. */
 const NO_RECORDS: RR[] = [];
 
@@ -70,20 +77,15 @@ class NameNode {
   /** Contributed names strictly below this one (an empty non-terminal exists while > 0). */
   below = 0;
   /** Encoded answers per type, created on the first query (most names are never asked for). */
-  templates: Map<number, Template | ExternalChase> | null = null;
-  gen = -1;
+  templates: TemplateCache | null = null;
   /**
-   * The hash of the lowercase wire name (the hot-path index), and the next node with the
-   * same hash. The wire name itself is the key (a latin1 string): no Buffer per name,
-   * whose pooled backing store would pin 8 KiB slabs. The dotted name is not kept (it is
-   * needed only to build an answer, once per name, type and generation).
+   * The next node in this one's hash bucket. The hash (of the lowercase wire name, see
+   * hashName) is not stored: it is recomputed when the table grows, and a lookup compares
+   * names directly (length first). Every field here costs 8 bytes per name.
    */
-  readonly hash: number;
   nextSameHash: NameNode | null = null;
   /** `name`: lowercase dotted, no trailing dot (usually the string its records hold too). */
-  constructor(readonly name: string) {
-    this.hash = hashName(name);
-  }
+  constructor(readonly name: string) {}
 
   hasOwner(o: string): boolean {
     return this.o1 === o || (this.more?.has(o) ?? false);
@@ -492,7 +494,7 @@ export class ClusterZone {
   private addNode(key: string): NameNode {
     const node = new NameNode(key);
     if (++this.nameCount > this.buckets.length) this.grow();
-    const i = node.hash & this.mask;
+    const i = hashName(node.name) & this.mask;
     node.nextSameHash = this.buckets[i] ?? null;
     this.buckets[i] = node;
     return node;
@@ -505,7 +507,7 @@ export class ClusterZone {
     for (let head of old) {
       while (head) {
         const next: NameNode | null = head.nextSameHash;
-        const i = head.hash & this.mask;
+        const i = hashName(head.name) & this.mask;
         head.nextSameHash = this.buckets[i] ?? null;
         this.buckets[i] = head;
         head = next;
@@ -514,7 +516,7 @@ export class ClusterZone {
   }
 
   private removeNode(node: NameNode): void {
-    const i = node.hash & this.mask;
+    const i = hashName(node.name) & this.mask;
     let cur = this.buckets[i] ?? null;
     let prev: NameNode | null = null;
     while (cur && cur !== node) {
@@ -529,10 +531,9 @@ export class ClusterZone {
   }
 
   private find(q: Query): NameNode | undefined {
-    const h = q.hash;
-    let n = this.buckets[h & this.mask] ?? null;
+    let n = this.buckets[q.hash & this.mask] ?? null;
     while (n !== null) {
-      if (n.hash === h && q.nameEqualsName(n.name)) return n;
+      if (q.nameEqualsName(n.name)) return n;
       n = n.nextSameHash;
     }
     return undefined;
@@ -572,18 +573,21 @@ export class ClusterZone {
   answer(q: Query): ZoneAnswer {
     const node = this.find(q);
     if (node !== undefined) {
-      if (node.gen === this.gen) {
-        const t = node.templates?.get(q.qtype);
-        if (t !== undefined) return t;
-      } else {
-        node.templates?.clear();
-        node.gen = this.gen;
+      const cache = node.templates;
+      if (cache !== null) {
+        if (cache.gen === this.gen) {
+          const t = cache.get(q.qtype);
+          if (t !== undefined) return t;
+        } else {
+          cache.clear();
+          cache.gen = this.gen;
+        }
       }
       const kind = this.kindOf(q);
       if (kind < 0) return FORWARD; // cannot happen: nodes live under the zone or the reverse roots
       const t = this.buildPositive(node, q.qtype, q.nameLen, kind);
       if (!this.reader.hasSynced() && !('chase' in t) && (t.an === 0 || t.rcode !== RCODE.NOERROR)) return NOT_SYNCED;
-      (node.templates ??= new Map()).set(q.qtype, t);
+      (node.templates ??= new TemplateCache(this.gen)).set(q.qtype, t);
       return t;
     }
     const kind = this.kindOf(q);

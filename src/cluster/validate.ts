@@ -378,7 +378,7 @@ function share<V>(v: V): V {
   } catch {
     return v; // not JSON (a cycle): not shareable
   }
-  if (key.length > 2048) return v; // large values are rare and rarely equal
+  if (key.length > 512) return v; // large values are rare and rarely equal (and the table stays under ~8 MiB)
   const hit = shared.get(key);
   if (hit !== undefined) return hit as V;
   if (shared.size >= SHARED_MAX) shared = new Map();
@@ -470,7 +470,8 @@ export function trim<T extends ClusterObject>(o: T): T {
         }));
       }
       const status = pick(r.status, POD_STATUS);
-      if (status && status.conditions !== undefined) status.conditions = share(status.conditions);
+      // A condition's timestamps and messages differ per Pod; type and status are what is read.
+      if (status && status.conditions !== undefined) status.conditions = share(pickList(status.conditions, ['type', 'status']));
       return (status === undefined ? { apiVersion: o.apiVersion, kind: o.kind, metadata, spec } : { apiVersion: o.apiVersion, kind: o.kind, metadata, spec, status }) as unknown as T;
     }
     case 'Service': {

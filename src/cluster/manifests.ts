@@ -17,6 +17,7 @@
 // per node, each its own process) share one manifest directory without clobbering
 // each other's writes or the operator's manifests, and no lock is needed: each file
 // has exactly one writer. The overlay applies only to Nodes the manifests define.
+import { createHash } from 'node:crypto';
 import { watch, type FSWatcher } from 'node:fs';
 import { mkdir, readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { extname, join } from 'node:path';
@@ -25,6 +26,8 @@ import { logger, type Logger } from '../util/log.js';
 import { ChangeTracker } from './tracker.js';
 import { keyOf, KINDS, type Change, type ClusterObject, type ClusterSource, type Kind, type Node } from './types.js';
 import { checkObject, isKind, ValidationError } from './validate.js';
+
+const digestOf = (text: string): string => createHash('sha256').update(text).digest('base64');
 
 export const MANIFEST_EXTENSIONS = ['.yaml', '.yml', '.json'];
 export const ANNOTATIONS_DIR = '.annotations';
@@ -137,14 +140,22 @@ export interface ManifestSourceOptions {
   watch?: boolean;
 }
 
+// A file's text is not kept (it would double the memory of every object it defines):
+// its SHA-256 tells an unchanged rewrite from a real change.
+// The objects are kept in flat arrays, not as one ManifestObject wrapper per object (a
+// wrapper and its property array cost more than the smallest objects themselves).
 interface FileState {
   sig: string;
-  text: string;
-  parsed: ParsedManifest;
+  digest: string;
+  objs: ClusterObject[];
+  /** Per object: its document index, and its List item index (-1: not in a List). */
+  docs: number[];
+  items: number[];
+  problems: ManifestProblem[];
 }
 interface OverlayState {
   sig: string;
-  text: string;
+  digest: string;
   node?: string;
   annotations: Record<string, string>;
 }
@@ -201,7 +212,7 @@ export class ManifestSource implements ClusterSource {
 
   /** The documents currently skipped, over all files. */
   problems(): ManifestProblem[] {
-    return [...this.files.values()].flatMap((f) => f.parsed.problems);
+    return [...this.files.values()].flatMap((f) => f.problems);
   }
 
   async start(): Promise<void> {
@@ -381,7 +392,7 @@ export class ManifestSource implements ClusterSource {
    * event named it or its stat signature moved (inode, size, times: an atomic rename
    * changes the inode), and re-parsed only when its text changed. True if anything did.
    */
-  private async refresh<S extends { sig: string; text: string }>(
+  private async refresh<S extends { sig: string; digest: string }>(
     cache: Map<string, S>,
     dir: string,
     names: string[],
@@ -417,7 +428,7 @@ export class ManifestSource implements ClusterSource {
         this.log.warn('cannot read manifest file; keeping its last contents', { file: path, error: String(err) });
         continue;
       }
-      if (prev && prev.text === text) {
+      if (prev && prev.digest === digestOf(text)) {
         prev.sig = sig;
         continue;
       }
@@ -439,15 +450,21 @@ export class ManifestSource implements ClusterSource {
     const parsed = parseManifest(text, path);
     for (const p of parsed.problems) this.log.error('skipped a malformed manifest document', { ...p });
     for (const i of parsed.ignored) this.log.debug('ignored an object of a kind skiff does not use', { file: path, ...i });
-    return { sig: '', text, parsed };
+    const objs: ClusterObject[] = [], docs: number[] = [], items: number[] = [];
+    for (const o of parsed.objects) {
+      objs.push(o.obj);
+      docs.push(o.document);
+      items.push(o.item ?? -1);
+    }
+    return { sig: '', digest: digestOf(text), objs, docs, items, problems: parsed.problems };
   }
 
   private parseOverlayFile(text: string, path: string): OverlayState {
     try {
-      return { sig: '', text, ...parseOverlay(text) };
+      return { sig: '', digest: digestOf(text), ...parseOverlay(text) };
     } catch (err) {
       this.log.error('skipped a malformed node annotation file', { file: path, document: 0, reason: (err as Error).message });
-      return { sig: '', text, annotations: {} };
+      return { sig: '', digest: digestOf(text), annotations: {} };
     }
   }
 
@@ -456,7 +473,8 @@ export class ManifestSource implements ClusterSource {
     const byKind = new Map<Kind, Map<string, { obj: ClusterObject; from: string }>>(KINDS.map((k) => [k, new Map()]));
     const duplicates = new Set<string>();
     for (const [name, f] of [...this.files].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
-      for (const o of f.parsed.objects) {
+      for (let i = 0; i < f.objs.length; i++) {
+        const o = { obj: f.objs[i]!, document: f.docs[i]!, item: f.items[i]! < 0 ? undefined : f.items[i]! };
         const key = keyOf(o.obj);
         const m = byKind.get(o.obj.kind)!;
         const from = `${name} document ${o.document}${o.item !== undefined ? ` item ${o.item}` : ''}`;

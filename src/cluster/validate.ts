@@ -3,6 +3,7 @@
 // ones that would otherwise surface as a crash or a silently wrong rule far away in a
 // reconciler: wrong apiVersion for the kind, missing name, a port that is not a number.
 // They are not the API server's full validation.
+import { canonical } from '../util/canonical.js';
 import { KINDS, type ClusterObject, type Kind } from './types.js';
 
 export const API_VERSION: Readonly<Record<Kind, string>> = {
@@ -289,7 +290,29 @@ export function checkObject(raw: unknown, defaultNamespace = 'default'): Cluster
     // kubectl ignores a namespace on a cluster-scoped object; so do we (it would change the key).
     delete metadata.namespace;
   }
-  return normalize({ ...o, metadata } as unknown as ClusterObject);
+  return shareStrings(trim(normalize({ ...o, metadata } as unknown as ClusterObject)));
+}
+
+/**
+ * Makes fields that repeat another field's value point at the same string (a Pod's
+ * podIPs[0].ip is its podIP, a Service's clusterIPs[0] its clusterIP): parsed JSON has a
+ * copy of each, which would cost a string per object for nothing. Only strings equal in
+ * value are swapped, so no observable value changes; frozen objects are left alone.
+ */
+export function shareStrings<T extends ClusterObject>(o: T): T {
+  if (o.kind === 'Pod') {
+    const st = o.status;
+    const ip = st?.podIP;
+    if (ip !== undefined && Array.isArray(st!.podIPs)) {
+      for (const p of st!.podIPs) if (p && typeof p.ip === 'string' && p.ip === ip && !Object.isFrozen(p)) p.ip = ip;
+    }
+  } else if (o.kind === 'Service') {
+    const sp = o.spec;
+    const ip = sp?.clusterIP;
+    const ips = sp?.clusterIPs;
+    if (ip !== undefined && Array.isArray(ips) && !Object.isFrozen(ips)) for (let i = 0; i < ips.length; i++) if (ips[i] === ip) ips[i] = ip;
+  }
+  return o;
 }
 
 /**
@@ -328,4 +351,159 @@ export function normalize<T extends ClusterObject>(o: T): T {
       break;
   }
   return out as T;
+}
+
+// ---------------------------------------------------------------------------
+// Trimming at ingestion: an object from the API server carries far more than skiff
+// reads (a Pod's container env, volumes, resources, containerStatuses, managedFields,
+// the last-applied-configuration annotation, a full copy of the object). Only the fields
+// of src/cluster/types.ts are kept; nested structures skiff reads whole (probes, selector
+// expressions, policy rules) are kept by reference.
+
+const LAST_APPLIED = 'kubectl.kubernetes.io/last-applied-configuration';
+
+// Shared sub-objects: the replicas of one workload have the same labels, containers and
+// conditions, the Services of one kind the same ports. Such a value is kept once (frozen,
+// so no consumer can change it under the others) and every object holding an equal one
+// points at it: trim() returns these shared values, never the input's. The table is bounded: when full it starts over (objects already
+// holding a shared value keep it).
+const SHARED_MAX = 8192;
+let shared = new Map<string, unknown>();
+
+function share<V>(v: V): V {
+  if (v === undefined || v === null || typeof v !== 'object') return v;
+  let key: string;
+  try {
+    key = canonical(v);
+  } catch {
+    return v; // not JSON (a cycle): not shareable
+  }
+  if (key.length > 512) return v; // large values are rare and rarely equal (and the table stays under ~8 MiB)
+  const hit = shared.get(key);
+  if (hit !== undefined) return hit as V;
+  if (shared.size >= SHARED_MAX) shared = new Map();
+  // A copy (the caller's object stays as it was), parsed from the key: tightly sized.
+  const copy = JSON.parse(key) as V;
+  deepFreeze(copy);
+  shared.set(key, copy);
+  return copy;
+}
+
+function deepFreeze(v: unknown): void {
+  if (typeof v !== 'object' || v === null || Object.isFrozen(v)) return;
+  Object.freeze(v);
+  for (const x of Object.values(v)) deepFreeze(x);
+}
+
+type Obj = Record<string, unknown>;
+
+// An object built by adding properties to `{}` always has room for four (56 bytes even
+// for one property); an object literal has exactly the room its properties need. So the
+// copy is made by a literal compiled once per set of present keys. The keys come only
+// from the constant lists below, never from input.
+const MAX_FACTORIES = 512;
+const factories = new Map<string, (s: Obj) => Obj>();
+
+function pick(src: unknown, keys: readonly string[]): Obj | undefined {
+  if (typeof src !== 'object' || src === null || Array.isArray(src)) return src as Obj | undefined;
+  const s = src as Obj;
+  let sig = '';
+  for (const k of keys) if (s[k] !== undefined) sig += sig ? `,${k}` : k;
+  let f = factories.get(sig);
+  if (f === undefined) {
+    if (factories.size >= MAX_FACTORIES) {
+      const out: Obj = {};
+      for (const k of keys) if (s[k] !== undefined) out[k] = s[k];
+      return out;
+    }
+    const body = sig ? sig.split(',').map((k) => `${JSON.stringify(k)}: s[${JSON.stringify(k)}]`).join(', ') : '';
+    f = new Function('s', `return { ${body} };`) as (s: Obj) => Obj;
+    factories.set(sig, f);
+  }
+  return f(s);
+}
+
+function pickList(src: unknown, keys: readonly string[]): unknown {
+  return Array.isArray(src) ? src.map((x) => pick(x, keys)) : src;
+}
+
+const META = ['name', 'namespace', 'uid', 'resourceVersion', 'generation', 'labels', 'annotations', 'deletionTimestamp'];
+const CONTAINER = ['name', 'image', 'command', 'args', 'ports', 'readinessProbe'];
+const CONTAINER_PORT = ['name', 'containerPort', 'protocol', 'hostPort'];
+const POD_SPEC = ['nodeName', 'hostNetwork', 'hostname', 'subdomain', 'containers'];
+const POD_STATUS = ['phase', 'podIP', 'podIPs', 'hostIP', 'conditions'];
+const SERVICE_SPEC = [
+  'type', 'clusterIP', 'clusterIPs', 'ipFamilies', 'ports', 'selector', 'sessionAffinity', 'sessionAffinityConfig', 'externalTrafficPolicy',
+  'internalTrafficPolicy', 'healthCheckNodePort', 'publishNotReadyAddresses', 'externalName', 'externalIPs',
+];
+const SERVICE_PORT = ['name', 'protocol', 'port', 'targetPort', 'nodePort', 'appProtocol'];
+const ENDPOINT = ['addresses', 'conditions', 'hostname', 'nodeName', 'zone', 'targetRef'];
+const ENDPOINT_CONDITIONS = ['ready', 'serving', 'terminating'];
+const ENDPOINT_PORT = ['name', 'protocol', 'port', 'appProtocol'];
+const NODE_SPEC = ['podCIDR', 'podCIDRs', 'unschedulable'];
+
+function trimMeta(m: Obj): Obj {
+  const ann = m.annotations as Record<string, string> | undefined;
+  let annotations = ann;
+  if (ann && typeof ann === 'object' && LAST_APPLIED in ann) {
+    const { [LAST_APPLIED]: _la, ...rest } = ann;
+    annotations = rest;
+  }
+  return pick({ ...m, labels: share(m.labels), annotations: share(annotations) }, META)!;
+}
+
+/**
+ * The object with only the fields skiff uses (src/cluster/types.ts). Returns a new
+ * object; the input is not changed. Values of kept fields are the input's own (no copy).
+ */
+export function trim<T extends ClusterObject>(o: T): T {
+  const r = o as unknown as Obj;
+  const metadata = trimMeta(r.metadata as Obj);
+  switch (o.kind) {
+    case 'Pod': {
+      const spec = pick(r.spec, POD_SPEC)!;
+      if (spec && Array.isArray(spec.containers)) {
+        spec.containers = share((spec.containers as unknown[]).map((c) => {
+          const t = pick(c, CONTAINER);
+          if (t && Array.isArray(t.ports)) t.ports = pickList(t.ports, CONTAINER_PORT);
+          return t;
+        }));
+      }
+      const status = pick(r.status, POD_STATUS);
+      // A condition's timestamps and messages differ per Pod; type and status are what is read.
+      if (status && status.conditions !== undefined) status.conditions = share(pickList(status.conditions, ['type', 'status']));
+      return (status === undefined ? { apiVersion: o.apiVersion, kind: o.kind, metadata, spec } : { apiVersion: o.apiVersion, kind: o.kind, metadata, spec, status }) as unknown as T;
+    }
+    case 'Service': {
+      const spec = pick(r.spec, SERVICE_SPEC)!;
+      if (spec && Array.isArray(spec.ports)) spec.ports = share(pickList(spec.ports, SERVICE_PORT));
+      if (spec && spec.selector !== undefined) spec.selector = share(spec.selector);
+      const lb = (r.status as { loadBalancer?: { ingress?: unknown[] } } | undefined)?.loadBalancer;
+      const status = lb?.ingress?.length ? { loadBalancer: { ingress: pickList(lb.ingress, ['ip', 'hostname']) } } : undefined;
+      return (status === undefined ? { apiVersion: o.apiVersion, kind: o.kind, metadata, spec } : { apiVersion: o.apiVersion, kind: o.kind, metadata, spec, status }) as unknown as T;
+    }
+    case 'EndpointSlice': {
+      const endpoints = Array.isArray(r.endpoints)
+        ? r.endpoints.map((e) => {
+            const t = pick(e, ENDPOINT);
+            if (t && t.conditions !== undefined) t.conditions = pick(t.conditions, ENDPOINT_CONDITIONS);
+            return t;
+          })
+        : r.endpoints;
+      const ports = share(pickList(r.ports, ENDPOINT_PORT));
+      return (ports === undefined ? { apiVersion: o.apiVersion, kind: o.kind, metadata, addressType: r.addressType, endpoints }
+        : { apiVersion: o.apiVersion, kind: o.kind, metadata, addressType: r.addressType, endpoints, ports }) as unknown as T;
+    }
+    case 'Node': {
+      const addrs = (r.status as { addresses?: unknown } | undefined)?.addresses;
+      const spec = pick(r.spec, NODE_SPEC);
+      return (addrs === undefined ? { apiVersion: o.apiVersion, kind: o.kind, metadata, spec }
+        : { apiVersion: o.apiVersion, kind: o.kind, metadata, spec, status: { addresses: pickList(addrs, ['type', 'address']) } }) as unknown as T;
+    }
+    case 'NetworkPolicy':
+      return { apiVersion: o.apiVersion, kind: o.kind, metadata, spec: pick(r.spec, ['podSelector', 'policyTypes', 'ingress', 'egress']) } as unknown as T;
+    case 'Namespace':
+      return { apiVersion: o.apiVersion, kind: o.kind, metadata } as unknown as T;
+  }
+  return o;
 }

@@ -4,7 +4,7 @@
 // the state the changes describe.
 import { logger, type Logger } from '../util/log.js';
 import { ChangeTracker } from './tracker.js';
-import type { Change, ClusterReader, ClusterSource, Kind, KindMap } from './types.js';
+import { keyOf, type Change, type ClusterObject, type ClusterReader, type ClusterSource, type Kind, type KindMap } from './types.js';
 import { normalize } from './validate.js';
 
 export class ClusterView implements ClusterReader {
@@ -29,7 +29,13 @@ export class ClusterView implements ClusterReader {
     const applied: Change[] = [];
     for (const c of changes) {
       try {
-        const r = c.type === 'delete' ? this.tracker.remove(c.kind, c.key) : this.tracker.upsert(normalize(c.obj!));
+        let r: Change | undefined;
+        if (c.type === 'delete') r = this.tracker.remove(c.kind, c.key);
+        else {
+          const obj = normalize(c.obj!);
+          // The source's key string is shared rather than rebuilt (one less string per object).
+          r = this.tracker.upsert(obj, isKeyOf(c.key, obj) ? c.key : keyOf(obj));
+        }
         if (r) applied.push(r);
       } catch (err) {
         // One bad object must not stop the others from reaching the reconcilers.
@@ -64,4 +70,11 @@ export class ClusterView implements ClusterReader {
       this.listeners.delete(listener);
     };
   }
+}
+
+/** key === keyOf(o), without building the string. */
+function isKeyOf(key: string, o: ClusterObject): boolean {
+  const { name, namespace } = o.metadata;
+  if (!namespace) return key === name;
+  return key.length === namespace.length + 1 + name.length && key.charCodeAt(namespace.length) === 47 && key.startsWith(namespace) && key.endsWith(name);
 }

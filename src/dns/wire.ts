@@ -3,6 +3,7 @@
 // lookup key; answers are encoded once into Templates and rendered per query by
 // copying the template and patching the ID, flags, the question's original case and
 // the OPT record. dns-packet is used only by the tests, as an independent oracle.
+import { ipToBytes } from '../util/ip.js';
 
 export const TYPE = {
   A: 1, NS: 2, CNAME: 5, SOA: 6, PTR: 12, MX: 15, TXT: 16, AAAA: 28, SRV: 33, DNAME: 39, OPT: 41,
@@ -121,6 +122,29 @@ export class Query implements QueryInfo {
     if (key.length !== n) return false;
     for (let i = 0; i < n; i++) if (lowerScratch[i] !== key.charCodeAt(i)) return false;
     return true;
+  }
+
+  /**
+   * Whether the lowercase name equals `name` (lowercase dotted, no trailing dot): the
+   * same answer as nameEqualsKey(keyOfName(name)) for names whose labels hold no dot.
+   */
+  nameEqualsName(name: string): boolean {
+    if ((name === '' ? 1 : name.length + 2) !== this.nameLen) return false;
+    let p = 0, i = 0;
+    for (;;) {
+      const len = lowerScratch[p++]!;
+      if (len === 0) return i >= name.length;
+      for (let k = 0; k < len; k++) {
+        const c = lowerScratch[p + k]!;
+        if (c === 46 || c !== (name.charCodeAt(i + k) & 0xff)) return false;
+      }
+      p += len;
+      i += len;
+      if (lowerScratch[p] !== 0) {
+        if (name.charCodeAt(i) !== 46) return false;
+        i++;
+      }
+    }
   }
 
   /** Whether the lowercase name equals `wire` (a lowercase wire name). */
@@ -427,7 +451,8 @@ export function renderError(raw: Buffer, q: QueryInfo, rcode: number): Buffer {
 
 /** A resource record in presentation-ish form; names are lowercase dotted, no trailing dot. */
 export type RR =
-  | { name: string; type: typeof TYPE.A | typeof TYPE.AAAA; ttl: number; ip: Uint8Array }
+  /** `ip`: the bytes, or the address as text (a string shared with the cluster object costs nothing per record). */
+  | { name: string; type: typeof TYPE.A | typeof TYPE.AAAA; ttl: number; ip: Uint8Array | string }
   | { name: string; type: typeof TYPE.CNAME | typeof TYPE.PTR | typeof TYPE.NS; ttl: number; target: string }
   | { name: string; type: typeof TYPE.SRV; ttl: number; priority: number; weight: number; port: number; target: string }
   | { name: string; type: typeof TYPE.TXT; ttl: number; texts: string[] }
@@ -452,6 +477,27 @@ export function nameToWire(name: string): Buffer {
   parts.push(0);
   if (parts.length > MAX_NAME) throw new Error(`invalid DNS name ${JSON.stringify(name)}: longer than 255 bytes`);
   return Buffer.from(parts);
+}
+
+/**
+ * hashKey(keyOfName(name)) for a lowercase dotted name without a trailing dot, computed
+ * without building the key.
+ */
+export function hashName(name: string): number {
+  let h = 0x811c9dc5;
+  if (name !== '') {
+    let start = 0;
+    for (;;) {
+      let end = name.indexOf('.', start);
+      if (end < 0) end = name.length;
+      h = Math.imul(h ^ (end - start), 16777619);
+      for (let i = start; i < end; i++) h = Math.imul(h ^ (name.charCodeAt(i) & 0xff), 16777619);
+      if (end === name.length) break;
+      start = end + 1;
+    }
+  }
+  h = Math.imul(h, 16777619); // the root label's 0 byte
+  return h & 0x3fffffff;
 }
 
 /** The lookup key (lowercase wire form as latin1) of a dotted name. */
@@ -561,7 +607,7 @@ export class MsgWriter {
       switch (rr.type) {
         case TYPE.A:
         case TYPE.AAAA:
-          this.bytes(rr.ip);
+          this.bytes(typeof rr.ip === 'string' ? ipToBytes(rr.ip) : rr.ip);
           break;
         case TYPE.CNAME:
         case TYPE.PTR:

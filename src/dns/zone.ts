@@ -7,7 +7,7 @@ import { isIPv4, isIPv6 } from 'node:net';
 import type { Change, ClusterReader, EndpointSlice, Service } from '../cluster/types.js';
 import { ipToBytes, bytesToIp } from '../util/ip.js';
 import {
-  buildTemplate, hashKey, keyOfName, MsgWriter, nameToWire, RCODE, TYPE, wireToName,
+  buildTemplate, hashName, keyOfName, MsgWriter, nameToWire, RCODE, TYPE, wireToName,
   type Query, type QueryInfo, type RR, type Template,
 } from './wire.js';
 
@@ -54,59 +54,85 @@ const KIND_ZONE = 0, KIND_V4 = 1, KIND_V6 = 2;
 const REV4 = 'in-addr.arpa';
 const REV6 = 'ip6.arpa';
 
+/** Encoded answers per query type, valid for one zone generation. */
+class TemplateCache extends Map<number, Template | ExternalChase> {
+  constructor(public gen: number) {
+    super();
+  }
+}
+
+/** NameNode.o1 when several owners contribute to a name (no owner id starts with NUL). */
+const MULTI = '\0multi';
+
+/** The records of a name with no records (it only exists): one shared empty list. */
+const NO_RECORDS: RR[] = [];
+
 class NameNode {
   /**
    * Records at this name per contributor (service, namespace, apex); an empty list still
    * makes the name exist. Nearly every name has one contributor: it is kept inline, and
    * a Map is made only for the rare name several contribute to (a shared address's PTR).
+   * Nearly every contributor has one record at a name: it is kept without a list.
    */
   private o1: string | null = null;
-  private l1: RR[] | null = null;
-  private more: Map<string, RR[]> | null = null;
+  /** o1's records; when several contribute (o1 === MULTI), a Map of each one's records. */
+  private l1: RR | RR[] | Map<string, RR[]> | null = null;
   /** Contributed names strictly below this one (an empty non-terminal exists while > 0). */
   below = 0;
   /** Encoded answers per type, created on the first query (most names are never asked for). */
-  templates: Map<number, Template | ExternalChase> | null = null;
-  gen = -1;
+  templates: TemplateCache | null = null;
   /**
-   * The hash of the lowercase wire name (the hot-path index), and the next node with the
-   * same hash. The wire name itself is the key (a latin1 string): no Buffer per name,
-   * whose pooled backing store would pin 8 KiB slabs.
+   * The next node in this one's hash bucket. The hash (of the lowercase wire name, see
+   * hashName) is not stored: it is recomputed when the table grows, and a lookup compares
+   * names directly (length first). Every field here costs 8 bytes per name.
    */
-  readonly hash: number;
   nextSameHash: NameNode | null = null;
-  constructor(readonly name: string, readonly key: string) {
-    this.hash = hashKey(key);
-  }
+  /** `name`: lowercase dotted, no trailing dot (usually the string its records hold too). */
+  constructor(readonly name: string) {}
 
   hasOwner(o: string): boolean {
-    return this.o1 === o || (this.more?.has(o) ?? false);
+    return this.o1 === MULTI ? (this.l1 as Map<string, RR[]>).has(o) : this.o1 === o;
   }
 
   setOwner(o: string, l: RR[]): void {
-    if (this.o1 === o) this.l1 = l;
-    else if (this.more?.has(o)) this.more.set(o, l);
-    else if (this.o1 === null) {
+    if (this.o1 === MULTI) (this.l1 as Map<string, RR[]>).set(o, l);
+    else if (this.o1 === o || this.o1 === null) {
       this.o1 = o;
-      this.l1 = l;
-    } else (this.more ??= new Map()).set(o, l);
+      this.l1 = l.length === 1 ? l[0]! : l.length === 0 ? NO_RECORDS : l;
+    } else {
+      const mine = this.l1 as RR | RR[];
+      this.l1 = new Map([[this.o1, Array.isArray(mine) ? mine : [mine]], [o, l]]);
+      this.o1 = MULTI;
+    }
   }
 
   deleteOwner(o: string): void {
-    if (this.o1 === o) {
+    if (this.o1 === MULTI) {
+      const m = this.l1 as Map<string, RR[]>;
+      m.delete(o);
+      if (m.size === 0) {
+        this.o1 = null;
+        this.l1 = null;
+      }
+    } else if (this.o1 === o) {
       this.o1 = null;
       this.l1 = null;
-    } else this.more?.delete(o);
+    }
   }
 
   get ownerCount(): number {
-    return (this.o1 !== null ? 1 : 0) + (this.more?.size ?? 0);
+    return this.o1 === MULTI ? (this.l1 as Map<string, RR[]>).size : this.o1 !== null ? 1 : 0;
   }
 
   records(type: number): RR[] {
     const out: RR[] = [];
-    if (this.l1) for (const r of this.l1) if (type === TYPE.ANY || r.type === type) out.push(r);
-    if (this.more) for (const list of this.more.values()) for (const r of list) if (type === TYPE.ANY || r.type === type) out.push(r);
+    const l1 = this.l1;
+    if (l1 === null) return out;
+    if (l1 instanceof Map) {
+      for (const list of l1.values()) for (const r of list) if (type === TYPE.ANY || r.type === type) out.push(r);
+    } else if (!Array.isArray(l1)) {
+      if (type === TYPE.ANY || l1.type === type) out.push(l1);
+    } else for (const r of l1) if (type === TYPE.ANY || r.type === type) out.push(r);
     return out;
   }
 }
@@ -173,10 +199,9 @@ export function dashedName(ip: string): string {
   return isIPv4(ip) ? ip.replace(/\./g, '-') : bytesToIp(ipToBytes(ip)).replace(/:/g, '-');
 }
 
+/** `ip` must be a valid address; the record keeps the string (usually the cluster object's own), not bytes. */
 function addrRR(name: string, ip: string, ttl: number): RR {
-  const b = ipToBytes(ip);
-  // Its own small ArrayBuffer: a slice of Buffer's shared pool would pin a whole 8 KiB slab.
-  return { name, type: b.length === 4 ? TYPE.A : TYPE.AAAA, ttl, ip: new Uint8Array(b) };
+  return { name, type: ip.includes(':') ? TYPE.AAAA : TYPE.A, ttl, ip };
 }
 
 function normalizeName(s: string): string {
@@ -237,7 +262,8 @@ export function serviceRecords(svc: Service, slices: readonly EndpointSlice[], z
       if (addrs.length === 0) continue;
       const epName = `${ep.hostname ? ep.hostname.toLowerCase() : dashedName(addrs[0]!)}.${base}`;
       for (const a of addrs) {
-        const canon = bytesToIp(ipToBytes(a));
+        const c = bytesToIp(ipToBytes(a));
+        const canon = c === a ? a : c; // share the object's string when it is already canonical
         const k = `${epName}|${canon}`;
         if (!seenAddr.has(k)) {
           seenAddr.add(k);
@@ -272,13 +298,22 @@ export class ClusterZone {
   readonly zone: string;
   readonly zoneKey: string;
   readonly ttl: number;
-  private readonly names = new Map<string, NameNode>();
-  /** The same nodes by hash of their wire name: lookups hash the packet's bytes, no string is built. */
-  private readonly byHash = new Map<number, NameNode>();
+  /**
+   * The names, by hash of their wire name (chains in buckets[hash & mask]): lookups hash
+   * the packet's bytes, no string is built. The only index: a second Map by key would
+   * cost an entry per name.
+   */
+  private buckets: (NameNode | null)[] = new Array<NameNode | null>(1024).fill(null);
+  private mask = 1023;
+  private nameCount = 0;
   private readonly zoneWire: Buffer;
   private readonly zoneLabels: number;
-  /** owner -> the names it contributed (with their records). */
-  private readonly contrib = new Map<string, Map<string, RR[]>>();
+  /**
+   * owner -> the names it contributed (their records live in the name nodes). Owners:
+   * 'apex', 'ns:<name>', and a Service's own key '<ns>/<name>' (the view's string, not a
+   * new one per Service; a '/' tells it from the others).
+   */
+  private readonly contrib = new Map<string, string[]>();
   /** service key -> keys of its EndpointSlices. */
   private readonly slicesOf = new Map<string, Set<string>>();
   private readonly namespaces = new Set<string>();
@@ -381,7 +416,7 @@ export class ClusterZone {
   private updateService(key: string): void {
     const svc = this.reader.get('Service', key);
     if (!svc) {
-      this.setOwner(`svc:${key}`, []);
+      this.setOwner(key, []);
       return;
     }
     const slices: EndpointSlice[] = [];
@@ -389,7 +424,7 @@ export class ClusterZone {
       const sl = this.reader.get('EndpointSlice', sk);
       if (sl && sl.metadata.labels?.[SERVICE_NAME_LABEL] === svc.metadata.name) slices.push(sl);
     }
-    this.setOwner(`svc:${key}`, serviceRecords(svc, slices, this.zone, this.ttl));
+    this.setOwner(key, serviceRecords(svc, slices, this.zone, this.ttl));
   }
 
   private updateNamespace(name: string): void {
@@ -434,10 +469,10 @@ export class ClusterZone {
     }
     const prev = this.contrib.get(owner);
     if (prev) {
-      for (const n of prev.keys()) {
+      for (const n of prev) {
         if (next.has(n)) continue;
-        const key = keyOfName(n);
-        const node = this.names.get(key);
+        const key = lowerName(n);
+        const node = this.node(key);
         if (!node) continue;
         node.deleteOwner(owner);
         this.adjustAncestors(n, -1);
@@ -445,47 +480,74 @@ export class ClusterZone {
       }
     }
     for (const [n, l] of next) {
-      const key = keyOfName(n);
-      const node = this.names.get(key) ?? this.addNode(key, n);
+      const key = lowerName(n);
+      const node = this.node(key) ?? this.addNode(key);
       if (!node.hasOwner(owner)) this.adjustAncestors(n, +1);
       node.setOwner(owner, l);
     }
-    if (next.size) this.contrib.set(owner, next);
+    if (next.size) this.contrib.set(owner, [...next.keys()]);
     else this.contrib.delete(owner);
   }
 
   private prune(key: string, node: NameNode): void {
-    if (node.ownerCount === 0 && node.below === 0) this.removeNode(key, node);
+    if (node.ownerCount === 0 && node.below === 0) this.removeNode(node);
   }
 
-  private addNode(key: string, name: string): NameNode {
-    const node = new NameNode(name, key);
-    this.names.set(key, node);
-    node.nextSameHash = this.byHash.get(node.hash) ?? null;
-    this.byHash.set(node.hash, node);
+  // An open hash table of chains in a plain array (8 bytes a slot, at most one slot per
+  // name): a Map<number, NameNode> costs several times that per entry.
+  private node(key: string): NameNode | undefined {
+    let n = this.buckets[hashName(key) & this.mask] ?? null;
+    while (n !== null) {
+      if (n.name === key) return n;
+      n = n.nextSameHash;
+    }
+    return undefined;
+  }
+
+  private addNode(key: string): NameNode {
+    const node = new NameNode(key);
+    if (++this.nameCount > this.buckets.length) this.grow();
+    const i = hashName(node.name) & this.mask;
+    node.nextSameHash = this.buckets[i] ?? null;
+    this.buckets[i] = node;
     return node;
   }
 
-  private removeNode(key: string, node: NameNode): void {
-    this.names.delete(key);
-    let cur = this.byHash.get(node.hash) ?? null;
+  private grow(): void {
+    const old = this.buckets;
+    this.buckets = new Array<NameNode | null>(old.length * 2).fill(null);
+    this.mask = this.buckets.length - 1;
+    for (let head of old) {
+      while (head) {
+        const next: NameNode | null = head.nextSameHash;
+        const i = hashName(head.name) & this.mask;
+        head.nextSameHash = this.buckets[i] ?? null;
+        this.buckets[i] = head;
+        head = next;
+      }
+    }
+  }
+
+  private removeNode(node: NameNode): void {
+    const i = hashName(node.name) & this.mask;
+    let cur = this.buckets[i] ?? null;
     let prev: NameNode | null = null;
     while (cur && cur !== node) {
       prev = cur;
       cur = cur.nextSameHash;
     }
     if (!cur) return;
+    this.nameCount--;
     if (prev) prev.nextSameHash = node.nextSameHash;
-    else if (node.nextSameHash) this.byHash.set(node.hash, node.nextSameHash);
-    else this.byHash.delete(node.hash);
+    else this.buckets[i] = node.nextSameHash;
     node.nextSameHash = null;
   }
 
   private find(q: Query): NameNode | undefined {
-    let n = this.byHash.get(q.hash);
-    while (n !== undefined) {
-      if (q.nameEqualsKey(n.key)) return n;
-      n = n.nextSameHash ?? undefined;
+    let n = this.buckets[q.hash & this.mask] ?? null;
+    while (n !== null) {
+      if (q.nameEqualsName(n.name)) return n;
+      n = n.nextSameHash;
     }
     return undefined;
   }
@@ -498,11 +560,11 @@ export class ClusterZone {
       if (dot < 0) return;
       n = n.slice(dot + 1);
       if (n === this.zone || n === REV4 || n === REV6 || !n.includes('.')) return;
-      const key = keyOfName(n);
-      let node = this.names.get(key);
+      const key = lowerName(n);
+      let node = this.node(key);
       if (!node) {
         if (d < 0) continue;
-        node = this.addNode(key, n);
+        node = this.addNode(key);
       }
       node.below += d;
       if (d < 0) this.prune(key, node);
@@ -524,18 +586,21 @@ export class ClusterZone {
   answer(q: Query): ZoneAnswer {
     const node = this.find(q);
     if (node !== undefined) {
-      if (node.gen === this.gen) {
-        const t = node.templates?.get(q.qtype);
-        if (t !== undefined) return t;
-      } else {
-        node.templates?.clear();
-        node.gen = this.gen;
+      const cache = node.templates;
+      if (cache !== null) {
+        if (cache.gen === this.gen) {
+          const t = cache.get(q.qtype);
+          if (t !== undefined) return t;
+        } else {
+          cache.clear();
+          cache.gen = this.gen;
+        }
       }
       const kind = this.kindOf(q);
       if (kind < 0) return FORWARD; // cannot happen: nodes live under the zone or the reverse roots
       const t = this.buildPositive(node, q.qtype, q.nameLen, kind);
       if (!this.reader.hasSynced() && !('chase' in t) && (t.an === 0 || t.rcode !== RCODE.NOERROR)) return NOT_SYNCED;
-      (node.templates ??= new Map()).set(q.qtype, t);
+      (node.templates ??= new TemplateCache(this.gen)).set(q.qtype, t);
       return t;
     }
     const kind = this.kindOf(q);
@@ -596,7 +661,7 @@ export class ClusterZone {
         if ((r.type !== TYPE.SRV && r.type !== TYPE.NS) || !('target' in r)) continue;
         if (seen.has(r.target)) continue;
         seen.add(r.target);
-        const t = this.names.get(keyOfName(r.target));
+        const t = this.node(lowerName(r.target));
         if (t) additional.push(...t.records(TYPE.A), ...t.records(TYPE.AAAA));
       }
     }
@@ -610,7 +675,7 @@ export class ClusterZone {
     for (let i = 0; i < MAX_CHAIN; i++) {
       const inZone = target === this.zone || target.endsWith('.' + this.zone);
       if (!inZone) return { chase: true, cnames: chain, target };
-      const next = this.names.get(keyOfName(target));
+      const next = this.node(lowerName(target));
       if (!next) {
         const w = new MsgWriter(node.name, qtype);
         for (const c of chain) w.add(c);
@@ -648,12 +713,12 @@ export class ClusterZone {
 
   /** Records at a name (tests, debugging). */
   lookupName(name: string, type: number): RR[] {
-    return this.names.get(keyOfName(name))?.records(type) ?? [];
+    return this.node(lowerName(name))?.records(type) ?? [];
   }
 
   /** Number of names in the index. */
   get size(): number {
-    return this.names.size;
+    return this.nameCount;
   }
 
   /** Synthesises the SOA-only negative answer for an ExternalName chase that failed. */
@@ -677,6 +742,14 @@ function placeholder(qlen: number, owner: string): string {
     left -= take;
   }
   return [...labels, owner].join('.');
+}
+
+/** A dotted name as the index keys it: lowercase, no trailing dot (the same string when it already is). */
+function lowerName(n: string): string {
+  let s = n.endsWith('.') ? n.replace(/\.+$/, '') : n;
+  const l = s.toLowerCase();
+  if (l !== s) s = l;
+  return s;
 }
 
 function validName(n: string): boolean {

@@ -25,6 +25,7 @@ import { isIPv4 } from 'node:net';
 import { ipToBigInt, containsIp, parseCidr } from '../util/ip.js';
 import type { FakeChain, FakeNft, FakeRule, FakeSet, FakeTable } from './nft-fake.js';
 import { SELECTOR_TYPES, canonLiteral, renderRule, type CtState, type Expr, type Hook, type KeyType, type L4Proto, type RejectWith, type Selector, type VerdictExpr } from './nft.js';
+import { mulberry32 } from '../util/rng.js';
 
 export interface Packet {
   family: 4 | 6;
@@ -103,16 +104,6 @@ interface Ctx {
   depth: number;
 }
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const PORTED = new Set(['tcp', 'udp', 'sctp', 'udplite']);
 

@@ -7,6 +7,7 @@
 // lab matrix` and the benchmark. The verdicts always come from the evaluator; the
 // scenarios only say what to install.
 import type { LabelSelector, Namespace, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, Pod, Protocol } from '../cluster/types.js';
+import { mulberry32 } from '../util/rng.js';
 
 export const MODEL_NAMESPACES = ['x', 'y', 'z'] as const;
 export const MODEL_PODS = ['a', 'b', 'c'] as const;
@@ -294,17 +295,8 @@ export const UPSTREAM_SCENARIOS: readonly Scenario[] = [
 // ---------------------------------------------------------------------------------
 // The seeded generator
 
-/** mulberry32: small, fast, good enough for test generation; same seed, same stream. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** The seeded generator the scenarios use (mulberry32: same seed, same stream). */
+export const rng = mulberry32;
 
 /**
  * A random scenario over the model: 1-3 policies with random targets, types,

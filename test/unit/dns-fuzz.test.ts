@@ -8,20 +8,12 @@ import dnsPacket from 'dns-packet';
 import t from 'tap';
 import { DnsServer } from '../../src/dns/server.js';
 import { decode, FakeReader, fixture, query } from '../helpers/dns.js';
+import { mulberry32 } from '../../src/util/rng.js';
 
 const N = Number(process.env.SKIFF_FUZZ_PACKETS ?? 50_000);
 const SEED = Number(process.env.SKIFF_FUZZ_SEED ?? 0x5eed);
 
-/** mulberry32: small, fast, seedable. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = Math.imul(a ^ (a >>> 15), 1 | a);
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 
 const seeds = [
   query({ name: 'web.prod.svc.cluster.local' }),

@@ -3,7 +3,7 @@
 const commands: Record<string, { describe: string; load: () => Promise<{ run(argv: string[]): Promise<number> }> }> = {
   agent: { describe: 'run the node agent', load: () => import('../agent/cli.js') },
   dns: { describe: 'run the cluster DNS server standalone', load: () => import('../dns/cli.js') },
-  lab: { describe: 'a multi-node cluster on this machine (up, down, status, apply, delete, exec, matrix)', load: () => import('../lab/cli.js') },
+  lab: { describe: 'a multi-node cluster on this machine (up, down, status, get, probe, exec, apply, delete, node, matrix)', load: () => import('../lab/cli.js') },
   policy: { describe: 'NetworkPolicy tools (explain)', load: () => import('../policy/cli.js') },
 };
 

@@ -347,27 +347,6 @@ export async function waitPeersUp(name: string, ms: number): Promise<LabStatus> 
   }
 }
 
-/** One pod per node pings one pod on every other node (the cross-node check `up` prints). */
-export function crossNodeCheck(s: LabState): { from: string; to: string; fromNode: string; toNode: string; ok: boolean }[] {
-  const byNode = new Map<string, [string, PodState][]>();
-  for (const e of Object.entries(s.pods).sort(([a], [b]) => a.localeCompare(b))) {
-    if (!e[1].ip || e[1].terminating) continue;
-    byNode.set(e[1].node, [...(byNode.get(e[1].node) ?? []), e]);
-  }
-  const out: { from: string; to: string; fromNode: string; toNode: string; ok: boolean }[] = [];
-  const nodes = [...byNode.keys()].sort();
-  for (const a of nodes) {
-    const [fromKey, from] = byNode.get(a)![0]!;
-    for (const b of nodes) {
-      if (a === b) continue;
-      const [toKey, to] = byNode.get(b)![0]!;
-      const r = spawnSync('ip', ['netns', 'exec', from.netns, 'ping', '-c', '1', '-W', '2', to.ip!], { stdio: 'ignore', timeout: 5000 });
-      out.push({ from: fromKey, to: toKey, fromNode: a, toNode: b, ok: r.status === 0 });
-    }
-  }
-  return out;
-}
-
 export interface LabStatus {
   name: string;
   nodes: {

@@ -19,6 +19,7 @@ import {
   ACTION, EDNS_SIZE, MsgWriter, nameToWire, parseQuery, parseResponse, PLAIN_UDP_SIZE, Query, RCODE, render, renderError, TYPE,
   type QueryInfo, type RR, type Template,
 } from './wire.js';
+import { DnsPolicyFilter } from '../policy/dnsfilter.js';
 import { ClusterZone, FORWARD, NOT_SYNCED, type ExternalChase, type ZoneOptions } from './zone.js';
 
 export interface DnsServerOptions extends ZoneOptions {
@@ -50,6 +51,12 @@ export interface DnsServerOptions extends ZoneOptions {
   /** Entries and bytes of the fast path's answer cache (default 65536 / 16 MiB). */
   fastCacheEntries?: number;
   fastCacheBytes?: number;
+  /**
+   * Policy-aware DNS (docs/dns.md): a pod asking for a Service of another namespace
+   * whose endpoints it may not reach under the NetworkPolicies gets NXDOMAIN, for every
+   * name under the Service and for its PTR names. Default off.
+   */
+  policyAware?: boolean;
   /** Open the sockets inside this network namespace (the agent driving a node via --netns). */
   netnsPath?: string;
   registry?: Registry;
@@ -101,6 +108,8 @@ export class DnsServer {
   /** Set by handle(): whether its answer depends only on the query's bytes (the fast path may cache it). */
   private cacheable = false;
   private lastRcode = 0;
+  /** The policy hook while policyAware is on (made at start: it follows the reader). */
+  private policy: DnsPolicyFilter | null = null;
 
   constructor(private readonly opts: DnsServerOptions) {
     this.log = opts.log ?? logger('dns');
@@ -132,6 +141,7 @@ export class DnsServer {
 
   async start(): Promise<void> {
     this.zone.start();
+    if (this.opts.policyAware) this.policy = new DnsPolicyFilter(this.opts.reader);
     this.updateClusterAcl();
     this.unsubscribe = this.opts.reader.onChange((ch: readonly Change[]) => {
       if (ch.some((c) => c.kind === 'Node')) this.updateClusterAcl();
@@ -193,6 +203,8 @@ export class DnsServer {
   async stop(): Promise<void> {
     this.unsubscribe?.();
     this.zone.stop();
+    this.policy?.close();
+    this.policy = null;
     this.forwarder.close();
     for (const s of this.udp) s.close();
     this.udp = [];
@@ -340,10 +352,23 @@ export class DnsServer {
       return this.done(ZONE_OTHER, rcode, q.qtype, t0, renderError(msg, q, rcode));
     }
     const limit = tcp ? 65535 : q.edns ? Math.max(PLAIN_UDP_SIZE, Math.min(q.udpSize, this.maxUdp)) : PLAIN_UDP_SIZE;
+    // Policy-aware DNS: names that belong to a Service depend on the client. They are
+    // decided here on every query and never stored in the fast path's shared cache.
+    let scoped = false;
+    if (this.policy !== null) {
+      const h = this.policyHides(this.policy, q, src);
+      if (h === true) {
+        this.metrics.request(ZONE_CLUSTER, tcp, v6, q.qtype);
+        if (!this.opts.reader.hasSynced()) return this.done(ZONE_CLUSTER, SERVFAIL, q.qtype, t0, renderError(msg, q, SERVFAIL));
+        this.metrics.policyHidden++;
+        return this.done(ZONE_CLUSTER, RCODE.NXDOMAIN, q.qtype, t0, render(this.zone.nxdomain(q), q, limit));
+      }
+      scoped = h === false;
+    }
     const z = this.zone.answer(q);
     if (typeof z === 'object' && 'buf' in z) {
       this.metrics.request(ZONE_CLUSTER, tcp, v6, q.qtype);
-      this.cacheable = !tcp;
+      this.cacheable = !tcp && !scoped;
       this.lastRcode = z.rcode;
       return this.done(ZONE_CLUSTER, z.rcode, q.qtype, t0, render(z, q, limit));
     }
@@ -365,6 +390,21 @@ export class DnsServer {
     }
     this.metrics.request(ZONE_CLUSTER, tcp, v6, q.qtype);
     return this.chase(q.snapshot(), z as ExternalChase, limit, t0);
+  }
+
+  /**
+   * Whether the policies hide this name from `src`: true (answer NXDOMAIN), false (a
+   * Service's name, answered: but only for this client), null (not a Service's name).
+   * A PTR name is hidden when any Service it names is hidden from the client.
+   */
+  private policyHides(pol: DnsPolicyFilter, q: Query, src: string): boolean | null {
+    const svc = this.zone.serviceOf(q);
+    if (svc !== null) return !pol.check(clientIp(src), svc).allow;
+    const ptr = this.zone.ptrServices(q);
+    if (ptr === null) return null;
+    const ip = clientIp(src);
+    for (const s of ptr) if (!pol.check(ip, s).allow) return true;
+    return false;
   }
 
   private done(zone: number, rcode: number, qtype: number, t0: number, out: Buffer): Buffer {
@@ -480,6 +520,12 @@ export class DnsServer {
 
 function cacheKey(key: string, qtype: number, qclass: number, dnssecOk: boolean): string {
   return `${key}|${qtype}|${qclass}|${dnssecOk ? 1 : 0}`;
+}
+
+/** The client's address as the cluster knows it (IPv4-mapped IPv6 and zone ids removed). */
+function clientIp(src: string): string {
+  const ip = src.split('%')[0]!;
+  return ip.startsWith('::ffff:') && isIPv4(ip.slice(7)) ? ip.slice(7) : ip;
 }
 
 function isLoopback(ip: string): boolean {

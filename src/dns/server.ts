@@ -7,7 +7,7 @@ import http from 'node:http';
 import net, { isIPv4, isIPv6 } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Registry } from 'prom-client';
-import type { Change, ClusterReader } from '../cluster/types.js';
+import type { Change, ClusterReader, Service } from '../cluster/types.js';
 import { inNetns } from '../os/netns.js';
 import { ipToBytes } from '../util/ip.js';
 import { logger, type Logger } from '../util/log.js';
@@ -398,8 +398,18 @@ export class DnsServer {
    * A PTR name is hidden when any Service it names is hidden from the client.
    */
   private policyHides(pol: DnsPolicyFilter, q: Query, src: string): boolean | null {
-    const svc = this.zone.serviceOf(q);
-    if (svc !== null) return !pol.check(clientIp(src), svc).allow;
+    let svc = this.zone.serviceOf(q);
+    if (svc !== null) {
+      const ip = clientIp(src);
+      // An ExternalName pointing at another Service in the zone would hand out that
+      // Service's records: the whole chain must be visible to the client.
+      for (let i = 0; svc !== null && i < 8; i++) {
+        if (!pol.check(ip, svc).allow) return true;
+        const s: Service | undefined = this.opts.reader.get('Service', `${svc.namespace}/${svc.name}`);
+        svc = s?.spec?.type === 'ExternalName' && s.spec.externalName ? this.zone.serviceOfName(s.spec.externalName.toLowerCase().replace(/\.+$/, '')) : null;
+      }
+      return false;
+    }
     const ptr = this.zone.ptrServices(q);
     if (ptr === null) return null;
     const ip = clientIp(src);

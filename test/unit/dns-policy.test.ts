@@ -32,6 +32,9 @@ function cluster(): ClusterObject[] {
     svc('prod', 'hl', { clusterIP: 'None', clusterIPs: ['None'], ports: [{ name: 'http', port: 80 }] }),
     slice('prod', 'hl', 'hl-x', 'IPv4', [{ addresses: ['10.244.2.5'], hostname: 'web-0' }, { addresses: ['10.244.2.6'], hostname: 'web-1' }], [{ name: 'http', port: 80, protocol: 'TCP' }]),
     svc('dev', 'api', { clusterIP: '10.96.0.21', clusterIPs: ['10.96.0.21'], ports: [{ name: 'http', port: 80, protocol: 'TCP' }] }),
+    svc('dev', 'alias', { type: 'ExternalName', externalName: 'web.prod.svc.cluster.local.' }),
+    svc('dev', 'alias2', { type: 'ExternalName', externalName: 'alias.dev.svc.cluster.local' }),
+    svc('prod', 'ext', { type: 'ExternalName', externalName: 'api.dev.svc.cluster.local' }),
     slice('dev', 'api', 'api-x', 'IPv4', [{ addresses: ['10.244.2.7'] }], [{ name: 'http', port: 80, protocol: 'TCP' }]),
   ];
 }
@@ -134,6 +137,18 @@ t.test('prod denies dev: every name of a prod Service is NXDOMAIN for dev, answe
   t.same(summary((await ask(DEV, 'api.dev.svc.cluster.local')).answers), ['api.dev.svc.cluster.local 5 A 10.96.0.21']);
   t.same(summary((await ask(DEV, '10-244-2-5.prod.pod.cluster.local')).answers), ['10-244-2-5.prod.pod.cluster.local 5 A 10.244.2.5']);
   t.same(summary((await ask(DEV, '21.0.96.10.in-addr.arpa', 'PTR')).answers), ['21.0.96.10.in-addr.arpa 5 PTR api.dev.svc.cluster.local']);
+  // ExternalName: the chain is judged link by link (a CNAME into prod would hand out prod's address).
+  t.equal(rc(await ask(DEV, 'alias.dev.svc.cluster.local')), 'NXDOMAIN', 'dev/alias -> prod/web: hidden');
+  t.equal(rc(await ask(DEV, 'alias2.dev.svc.cluster.local')), 'NXDOMAIN', 'dev/alias2 -> dev/alias -> prod/web: hidden');
+  t.same(summary((await ask(PROD, 'alias2.dev.svc.cluster.local')).answers), [
+    'alias2.dev.svc.cluster.local 5 CNAME alias.dev.svc.cluster.local',
+    'alias.dev.svc.cluster.local 5 CNAME web.prod.svc.cluster.local',
+    'web.prod.svc.cluster.local 5 A 10.96.0.20',
+  ], 'prod may follow the chain');
+  t.same(summary((await ask(DEV, 'ext.prod.svc.cluster.local')).answers), [
+    'ext.prod.svc.cluster.local 5 CNAME api.dev.svc.cluster.local',
+    'api.dev.svc.cluster.local 5 A 10.96.0.21',
+  ], 'an ExternalName of prod fronts no pods: answered, and its target is dev\'s own');
   // A limit (docs/dns.md): namespaces are not hidden, `prod.svc.cluster.local` exists.
   t.equal(rc(await ask(DEV, 'prod.svc.cluster.local')), 'NOERROR');
   // TCP goes through the same decision.

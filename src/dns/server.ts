@@ -141,7 +141,12 @@ export class DnsServer {
 
   async start(): Promise<void> {
     this.zone.start();
-    if (this.opts.policyAware) this.policy = new DnsPolicyFilter(this.opts.reader);
+    if (this.opts.policyAware) {
+      this.policy = new DnsPolicyFilter(this.opts.reader);
+      // Answers judged the same for every client may sit in the native cache: a change
+      // of policies, pods or labels can end that, so it empties the cache in the same tick.
+      this.policy.onReset = () => this.fast?.clear();
+    }
     this.updateClusterAcl();
     this.unsubscribe = this.opts.reader.onChange((ch: readonly Change[]) => {
       if (ch.some((c) => c.kind === 'Node')) this.updateClusterAcl();
@@ -394,7 +399,8 @@ export class DnsServer {
 
   /**
    * Whether the policies hide this name from `src`: true (answer NXDOMAIN), false (a
-   * Service's name, answered: but only for this client), null (not a Service's name).
+   * Service's name, answered, but only for this client), null (answered, and the same
+   * for every client: not a Service's name, or Services every client may resolve).
    * A PTR name is hidden when any Service it names is hidden from the client.
    */
   private policyHides(pol: DnsPolicyFilter, q: Query, src: string): boolean | null {
@@ -403,18 +409,24 @@ export class DnsServer {
       const ip = clientIp(src);
       // An ExternalName pointing at another Service in the zone would hand out that
       // Service's records: the whole chain must be visible to the client.
+      let shared = true;
       for (let i = 0; svc !== null && i < 8; i++) {
         if (!pol.check(ip, svc).allow) return true;
+        shared &&= pol.sameForEveryone(svc);
         const s: Service | undefined = this.opts.reader.get('Service', `${svc.namespace}/${svc.name}`);
         svc = s?.spec?.type === 'ExternalName' && s.spec.externalName ? this.zone.serviceOfName(s.spec.externalName.toLowerCase().replace(/\.+$/, '')) : null;
       }
-      return false;
+      return shared ? null : false;
     }
     const ptr = this.zone.ptrServices(q);
     if (ptr === null) return null;
     const ip = clientIp(src);
-    for (const s of ptr) if (!pol.check(ip, s).allow) return true;
-    return false;
+    let shared = true;
+    for (const s of ptr) {
+      if (!pol.check(ip, s).allow) return true;
+      shared &&= pol.sameForEveryone(s);
+    }
+    return shared ? null : false;
   }
 
   private done(zone: number, rcode: number, qtype: number, t0: number, out: Buffer): Buffer {

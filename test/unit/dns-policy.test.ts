@@ -199,6 +199,28 @@ t.test('the fast path never serves one client\'s answer to another', async (t) =
   }
 });
 
+t.test('Services every client may resolve stay in the native cache; a policy change empties it', async (t) => {
+  const { s, reader, ask } = await server(t, true);
+  const api = () => ask(PROD, 'api.dev.svc.cluster.local');
+  t.equal(rc(await api()), 'NOERROR', 'no policies: prod resolves dev/api');
+  const before = s.metrics.fastPath().hits;
+  for (let i = 0; i < 3; i++) t.equal(rc(await api()), 'NOERROR');
+  if (dnsNative()) t.ok(s.metrics.fastPath().hits >= before + 2, 'answered from the native cache (the same for every client)');
+  // dev now admits only dev: the cached answer must not outlive the change.
+  reader.upsert(np('dev', 'only-from-dev', { ingress: [ing([{ podSelector: {} }])] }));
+  t.equal(rc(await api()), 'NXDOMAIN', 'the very next query from prod is hidden');
+  t.equal(rc(await ask(DEV, 'api.dev.svc.cluster.local')), 'NOERROR', 'dev still resolves it');
+  t.equal(rc(await api()), 'NXDOMAIN', 'and prod still does not (dev\'s answer was not shared)');
+  reader.remove('NetworkPolicy', 'dev/only-from-dev');
+  t.equal(rc(await api()), 'NOERROR', 'deleted: answered again');
+  // Egress isolation of any pod elsewhere makes answers client-dependent too.
+  await api();
+  reader.upsert(np('prod', 'deny-egress', { podSelector: sel({ app: 'client' }), policyTypes: ['Egress'] }));
+  t.equal(rc(await api()), 'NXDOMAIN', 'prod/client may not send: hidden from it');
+  t.equal(rc(await ask(NODE, 'api.dev.svc.cluster.local')), 'NOERROR', 'the node still resolves it');
+  t.equal(rc(await api()), 'NXDOMAIN', 'and the node\'s answer was not shared');
+});
+
 t.test('off (the default): no filtering, Service names cached natively', async (t) => {
   const { s, ask } = await server(t, false, [onlyFromProd]);
   t.same(summary((await ask(DEV, 'web.prod.svc.cluster.local')).answers), ['web.prod.svc.cluster.local 5 A 10.96.0.20']);

@@ -361,7 +361,14 @@ export class DnsServer {
     // decided here on every query and never stored in the fast path's shared cache.
     let scoped = false;
     if (this.policy !== null) {
-      const h = this.policyHides(this.policy, q, src);
+      let h: boolean | null;
+      try {
+        h = this.policyHides(this.policy, q, src);
+      } catch (e) {
+        // The evaluator rejected the connection (it should not): fail closed, never crash the handler.
+        this.log.warn('policy-aware DNS: cannot decide; hiding the name', { client: src, error: (e as Error).message });
+        h = true;
+      }
       if (h === true) {
         this.metrics.request(ZONE_CLUSTER, tcp, v6, q.qtype);
         if (!this.opts.reader.hasSynced()) return this.done(ZONE_CLUSTER, SERVFAIL, q.qtype, t0, renderError(msg, q, SERVFAIL));

@@ -30,6 +30,8 @@ export interface DnsReconcilerOptions {
   /** Clients that may use forwarding besides loopback and the nodes' pod CIDRs. */
   allow: string[];
   netnsPath?: string;
+  /** Policy-aware DNS (policy.enabled && policy.policyAwareDns). */
+  policyAware?: boolean;
   /** Extra server options (tests: upstreams, threads). */
   server?: Partial<DnsServerOptions>;
 }
@@ -116,6 +118,7 @@ export class DnsReconciler implements Reconciler {
       allow: ['127.0.0.0/8', '::1/128', ...this.o.allow],
       registry: this.ctx.registry,
       log: this.log,
+      ...(this.o.policyAware ? { policyAware: true } : {}),
       ...(this.o.netnsPath ? { netnsPath: this.o.netnsPath } : {}),
       ...this.o.server,
     });
@@ -178,6 +181,8 @@ export function createDnsReconciler(ctx: AgentContext, c: AgentConfig): DnsRecon
     zone: c.clusterDomain,
     reverseCidrs: [c.serviceCIDR, c.clusterCIDR],
     allow: [c.clusterCIDR],
+    // Without enforcement there is nothing for DNS to mirror: the option needs both.
+    policyAware: c.policy.enabled && c.policy.policyAwareDns,
     ...(ctx.netnsPath ? { netnsPath: ctx.netnsPath } : {}),
   });
 }

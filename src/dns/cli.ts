@@ -1,7 +1,7 @@
 // `skiff dns`: the cluster DNS server on its own.
 //   skiff dns (--manifests DIR | --kubeconfig FILE | --in-cluster) --listen ADDR:PORT
 //     [--zone cluster.local] [--upstream ADDR:PORT ...] [--ttl 5] [--allow CIDR ...]
-//     [--reverse CIDR ...] [--http ADDR:PORT]
+//     [--reverse CIDR ...] [--http ADDR:PORT] [--policy-aware]
 import type http from 'node:http';
 import { Registry } from 'prom-client';
 import { ClusterView, createSource } from '../cluster/index.js';
@@ -13,6 +13,7 @@ export { DnsServer, healthHandler, startHttp, type DnsServerOptions } from './se
 const USAGE = `usage: skiff dns (--manifests DIR | --kubeconfig FILE | --in-cluster) --listen ADDR:PORT
                  [--zone cluster.local] [--upstream ADDR:PORT ...] [--ttl 5]
                  [--allow CIDR ...] [--reverse CIDR ...] [--http ADDR:PORT]
+                 [--policy-aware]   (NXDOMAIN for Services the client's pod may not reach)
 `;
 
 export interface DnsFlags {
@@ -26,11 +27,12 @@ export interface DnsFlags {
   allow?: string[];
   reverse: string[];
   http?: string;
+  policyAware: boolean;
 }
 
 /** Parses the flags; throws with the flag's name on bad input. */
 export function parseFlags(argv: string[]): DnsFlags {
-  const f: DnsFlags = { inCluster: false, listen: '', zone: 'cluster.local', ttl: 5, reverse: [] };
+  const f: DnsFlags = { inCluster: false, listen: '', zone: 'cluster.local', ttl: 5, reverse: [], policyAware: false };
   const value = (i: number, name: string): string => {
     const v = argv[i + 1];
     if (v === undefined || v.startsWith('--')) throw new Error(`${name}: missing value`);
@@ -62,6 +64,10 @@ export function parseFlags(argv: string[]): DnsFlags {
       case '--allow': (f.allow ??= []).push(...take().split(',').filter(Boolean)); break;
       case '--reverse': f.reverse.push(...take().split(',').filter(Boolean)); break;
       case '--http': f.http = take(); break;
+      case '--policy-aware':
+        if (inline !== undefined && inline !== 'true' && inline !== 'false') throw new Error(`--policy-aware: invalid value ${JSON.stringify(inline)} (true or false)`);
+        f.policyAware = inline !== 'false';
+        break;
       default:
         throw new Error(`unknown flag ${JSON.stringify(a)}`);
     }
@@ -95,6 +101,7 @@ export async function run(argv: string[]): Promise<number> {
     reader: view, listen: flags.listen, zone: flags.zone, ttl: flags.ttl, reverseCidrs: flags.reverse,
     ...(flags.upstreams ? { upstreams: flags.upstreams } : {}),
     ...(flags.allow ? { allow: flags.allow } : {}),
+    ...(flags.policyAware ? { policyAware: true } : {}),
     registry, log,
   });
   let httpServer: http.Server | undefined;

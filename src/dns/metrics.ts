@@ -41,6 +41,8 @@ export class DnsMetrics {
   private cacheMissesN = 0;
   private readonly forwards = new Map<string, number>();
   private fastHits = 0;
+  /** Policy-aware DNS: names answered NXDOMAIN because the policies hide them from the client. */
+  policyHidden = 0;
   private fastMisses = 0;
   private fastDrops = 0;
   private fastEntries = 0;
@@ -207,6 +209,8 @@ export class DnsMetrics {
       [{ labels: { server }, value: this.fastHits }]);
     add('skiff_dns_fastpath_dropped_total', 'Queries the fast path dropped (handoff queue full or oversized datagram).', 'counter', () =>
       [{ labels: { server }, value: this.fastDrops }]);
+    add('skiff_dns_policy_hidden_total', 'Names answered NXDOMAIN because the NetworkPolicies hide their Service from the client (policy-aware DNS).', 'counter', () =>
+      [{ labels: { server }, value: this.policyHidden }]);
     add('coredns_forward_requests_total', 'Counter of requests made per upstream.', 'counter', () =>
       [...this.forwards].map(([to, value]) => ({ labels: { to }, value })));
   }

@@ -7,7 +7,7 @@ import http from 'node:http';
 import net, { isIPv4, isIPv6 } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Registry } from 'prom-client';
-import type { Change, ClusterReader } from '../cluster/types.js';
+import type { Change, ClusterReader, Service } from '../cluster/types.js';
 import { inNetns } from '../os/netns.js';
 import { ipToBytes } from '../util/ip.js';
 import { logger, type Logger } from '../util/log.js';
@@ -19,6 +19,7 @@ import {
   ACTION, EDNS_SIZE, MsgWriter, nameToWire, parseQuery, parseResponse, PLAIN_UDP_SIZE, Query, RCODE, render, renderError, TYPE,
   type QueryInfo, type RR, type Template,
 } from './wire.js';
+import { DnsPolicyFilter } from '../policy/dnsfilter.js';
 import { ClusterZone, FORWARD, NOT_SYNCED, type ExternalChase, type ZoneOptions } from './zone.js';
 
 export interface DnsServerOptions extends ZoneOptions {
@@ -50,6 +51,12 @@ export interface DnsServerOptions extends ZoneOptions {
   /** Entries and bytes of the fast path's answer cache (default 65536 / 16 MiB). */
   fastCacheEntries?: number;
   fastCacheBytes?: number;
+  /**
+   * Policy-aware DNS (docs/dns.md): a pod asking for a Service of another namespace
+   * whose endpoints it may not reach under the NetworkPolicies gets NXDOMAIN, for every
+   * name under the Service and for its PTR names. Default off.
+   */
+  policyAware?: boolean;
   /** Open the sockets inside this network namespace (the agent driving a node via --netns). */
   netnsPath?: string;
   registry?: Registry;
@@ -101,6 +108,8 @@ export class DnsServer {
   /** Set by handle(): whether its answer depends only on the query's bytes (the fast path may cache it). */
   private cacheable = false;
   private lastRcode = 0;
+  /** The policy hook while policyAware is on (made at start: it follows the reader). */
+  private policy: DnsPolicyFilter | null = null;
 
   constructor(private readonly opts: DnsServerOptions) {
     this.log = opts.log ?? logger('dns');
@@ -132,6 +141,12 @@ export class DnsServer {
 
   async start(): Promise<void> {
     this.zone.start();
+    if (this.opts.policyAware) {
+      this.policy = new DnsPolicyFilter(this.opts.reader);
+      // Answers judged the same for every client may sit in the native cache: a change
+      // of policies, pods or labels can end that, so it empties the cache in the same tick.
+      this.policy.onReset = () => this.fast?.clear();
+    }
     this.updateClusterAcl();
     this.unsubscribe = this.opts.reader.onChange((ch: readonly Change[]) => {
       if (ch.some((c) => c.kind === 'Node')) this.updateClusterAcl();
@@ -193,6 +208,8 @@ export class DnsServer {
   async stop(): Promise<void> {
     this.unsubscribe?.();
     this.zone.stop();
+    this.policy?.close();
+    this.policy = null;
     this.forwarder.close();
     for (const s of this.udp) s.close();
     this.udp = [];
@@ -340,10 +357,30 @@ export class DnsServer {
       return this.done(ZONE_OTHER, rcode, q.qtype, t0, renderError(msg, q, rcode));
     }
     const limit = tcp ? 65535 : q.edns ? Math.max(PLAIN_UDP_SIZE, Math.min(q.udpSize, this.maxUdp)) : PLAIN_UDP_SIZE;
+    // Policy-aware DNS: names that belong to a Service depend on the client. They are
+    // decided here on every query and never stored in the fast path's shared cache.
+    let scoped = false;
+    if (this.policy !== null) {
+      let h: boolean | null;
+      try {
+        h = this.policyHides(this.policy, q, src);
+      } catch (e) {
+        // The evaluator rejected the connection (it should not): fail closed, never crash the handler.
+        this.log.warn('policy-aware DNS: cannot decide; hiding the name', { client: src, error: (e as Error).message });
+        h = true;
+      }
+      if (h === true) {
+        this.metrics.request(ZONE_CLUSTER, tcp, v6, q.qtype);
+        if (!this.opts.reader.hasSynced()) return this.done(ZONE_CLUSTER, SERVFAIL, q.qtype, t0, renderError(msg, q, SERVFAIL));
+        this.metrics.policyHidden++;
+        return this.done(ZONE_CLUSTER, RCODE.NXDOMAIN, q.qtype, t0, render(this.zone.nxdomain(q), q, limit));
+      }
+      scoped = h === false;
+    }
     const z = this.zone.answer(q);
     if (typeof z === 'object' && 'buf' in z) {
       this.metrics.request(ZONE_CLUSTER, tcp, v6, q.qtype);
-      this.cacheable = !tcp;
+      this.cacheable = !tcp && !scoped;
       this.lastRcode = z.rcode;
       return this.done(ZONE_CLUSTER, z.rcode, q.qtype, t0, render(z, q, limit));
     }
@@ -365,6 +402,38 @@ export class DnsServer {
     }
     this.metrics.request(ZONE_CLUSTER, tcp, v6, q.qtype);
     return this.chase(q.snapshot(), z as ExternalChase, limit, t0);
+  }
+
+  /**
+   * Whether the policies hide this name from `src`: true (answer NXDOMAIN), false (a
+   * Service's name, answered, but only for this client), null (answered, and the same
+   * for every client: not a Service's name, or Services every client may resolve).
+   * A PTR name is hidden when any Service it names is hidden from the client.
+   */
+  private policyHides(pol: DnsPolicyFilter, q: Query, src: string): boolean | null {
+    let svc = this.zone.serviceOf(q);
+    if (svc !== null) {
+      const ip = clientIp(src);
+      // An ExternalName pointing at another Service in the zone would hand out that
+      // Service's records: the whole chain must be visible to the client.
+      let shared = true;
+      for (let i = 0; svc !== null && i < 8; i++) {
+        if (!pol.check(ip, svc).allow) return true;
+        shared &&= pol.sameForEveryone(svc);
+        const s: Service | undefined = this.opts.reader.get('Service', `${svc.namespace}/${svc.name}`);
+        svc = s?.spec?.type === 'ExternalName' && s.spec.externalName ? this.zone.serviceOfName(s.spec.externalName.toLowerCase().replace(/\.+$/, '')) : null;
+      }
+      return shared ? null : false;
+    }
+    const ptr = this.zone.ptrServices(q);
+    if (ptr === null) return null;
+    const ip = clientIp(src);
+    let shared = true;
+    for (const s of ptr) {
+      if (!pol.check(ip, s).allow) return true;
+      shared &&= pol.sameForEveryone(s);
+    }
+    return shared ? null : false;
   }
 
   private done(zone: number, rcode: number, qtype: number, t0: number, out: Buffer): Buffer {
@@ -480,6 +549,12 @@ export class DnsServer {
 
 function cacheKey(key: string, qtype: number, qclass: number, dnssecOk: boolean): string {
   return `${key}|${qtype}|${qclass}|${dnssecOk ? 1 : 0}`;
+}
+
+/** The client's address as the cluster knows it (IPv4-mapped IPv6 and zone ids removed). */
+function clientIp(src: string): string {
+  const ip = src.split('%')[0]!;
+  return ip.startsWith('::ffff:') && isIPv4(ip.slice(7)) ? ip.slice(7) : ip;
 }
 
 function isLoopback(ip: string): boolean {

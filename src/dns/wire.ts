@@ -165,6 +165,13 @@ export class Query implements QueryInfo {
     return false;
   }
 
+  /** Label `i` (0 = leftmost), lowercased, as text (latin1). */
+  labelText(i: number): string {
+    if (i < 0 || i >= this.labelCount) return '';
+    const off = this.labelOffsets[i]!;
+    return lowerScratch.toString('latin1', off + 1, off + 1 + lowerScratch[off]!);
+  }
+
   /** Whether label `i` (0 = leftmost) equals the lowercase ASCII `text`. */
   labelIs(i: number, text: string): boolean {
     if (i < 0 || i >= this.labelCount) return false;

@@ -711,6 +711,52 @@ export class ClusterZone {
     return buildTemplate(name, q.qtype, RCODE.NOERROR, true, [rr], [], []);
   }
 
+  /**
+   * Policy-aware DNS: the Service a query name belongs to, from the name's shape alone:
+   * `<svc>.<ns>.svc.<zone>` and every name below it (SRV names, headless endpoint
+   * names, empty non-terminals such as `_tcp.<svc>...`, names that do not exist).
+   * Null for anything else.
+   */
+  serviceOf(q: Query): { namespace: string; name: string } | null {
+    const l = q.labelCount;
+    const z = this.zoneLabels;
+    if (l < z + 3 || !q.labelIs(l - z - 1, 'svc') || !q.endsWithName(this.zoneWire)) return null;
+    return { namespace: q.labelText(l - z - 2), name: q.labelText(l - z - 3) };
+  }
+
+  /** The Service a record target such as `web.prod.svc.<zone>` or `host.web.prod.svc.<zone>` belongs to. */
+  serviceOfName(name: string): { namespace: string; name: string } | null {
+    const suffix = `.svc.${this.zone}`;
+    if (!name.endsWith(suffix)) return null;
+    const labels = name.slice(0, -suffix.length).split('.');
+    if (labels.length < 2) return null;
+    return { namespace: labels[labels.length - 1]!, name: labels[labels.length - 2]! };
+  }
+
+  /**
+   * Policy-aware DNS: for a reverse name that exists in the index, the Services its PTR
+   * records name (a ClusterIP's Service, a headless endpoint's Service); null when the
+   * name is not a reverse name of the index.
+   */
+  ptrServices(q: Query): { namespace: string; name: string }[] | null {
+    const kind = this.kindOf(q);
+    if (kind !== KIND_V4 && kind !== KIND_V6) return null;
+    const node = this.find(q);
+    if (!node) return null;
+    const out: { namespace: string; name: string }[] = [];
+    for (const r of node.records(TYPE.PTR)) {
+      const s = 'target' in r ? this.serviceOfName(r.target) : null;
+      if (s) out.push(s);
+    }
+    return out;
+  }
+
+  /** The NXDOMAIN a hidden name gets: the same bytes as for a name that does not exist. */
+  nxdomain(q: Query): Template {
+    const kind = this.kindOf(q);
+    return this.negative(kind < 0 ? KIND_ZONE : kind, q.nameLen, RCODE.NXDOMAIN);
+  }
+
   /** Records at a name (tests, debugging). */
   lookupName(name: string, type: number): RR[] {
     return this.node(lowerName(name))?.records(type) ?? [];

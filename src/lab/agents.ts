@@ -14,7 +14,7 @@ export const AGENT_METRICS = '127.0.0.1:10256';
 export const ipamDir = (lab: string, node: string) => join(nodeDir(lab, node), 'ipam');
 export const agentLog = (lab: string, node: string) => join(nodeDir(lab, node), 'agent.log');
 
-export function agentArgs(o: { lab: string; node: string; clusterCIDR: string; serviceCIDR: string; clusterDomain: string }): string[] {
+export function agentArgs(o: { lab: string; node: string; clusterCIDR: string; serviceCIDR: string; clusterDomain: string; policyAwareDns?: boolean }): string[] {
   return [
     'agent',
     '--node', o.node,
@@ -26,6 +26,7 @@ export function agentArgs(o: { lab: string; node: string; clusterCIDR: string; s
     '--service-cidr', o.serviceCIDR,
     '--cluster-domain', o.clusterDomain,
     '--metrics-address', AGENT_METRICS,
+    ...(o.policyAwareDns ? ['--policy.policy-aware-dns=true'] : []),
   ];
 }
 

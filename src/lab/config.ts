@@ -15,6 +15,8 @@ export interface LabSettings {
   underlayCIDR: string;
   /** Underlay MTU (VXLAN and pods get 50 less). */
   mtu: number;
+  /** The agents' policy.policyAwareDns (policy-aware DNS; default false). */
+  policyAwareDns: boolean;
 }
 
 export const DEFAULT_SETTINGS: LabSettings = {
@@ -25,6 +27,7 @@ export const DEFAULT_SETTINGS: LabSettings = {
   clusterDomain: 'cluster.local',
   underlayCIDR: '172.31.0.0/24',
   mtu: 1500,
+  policyAwareDns: false,
 };
 
 export interface Deployment {
@@ -71,8 +74,8 @@ function parseSettings(where: string, doc: Record<string, unknown>): Partial<Lab
   // Settings may sit at the top level or under `spec` (both read naturally).
   const src: Record<string, unknown> = { ...(isObj(doc.metadata) && typeof doc.metadata.name === 'string' ? { name: doc.metadata.name } : {}), ...(isObj(doc.spec) ? doc.spec : {}), ...doc };
   const out: Partial<LabSettings> = {};
-  const known = new Set(['apiVersion', 'kind', 'metadata', 'spec', 'name', 'nodes', 'clusterCIDR', 'serviceCIDR', 'clusterDomain', 'underlayCIDR', 'mtu']);
-  for (const k of Object.keys(src)) if (!known.has(k)) throw new LabConfigError(`${where}: unknown field ${JSON.stringify(k)} (known: name, nodes, clusterCIDR, serviceCIDR, clusterDomain, underlayCIDR, mtu)`);
+  const known = new Set(['apiVersion', 'kind', 'metadata', 'spec', 'name', 'nodes', 'clusterCIDR', 'serviceCIDR', 'clusterDomain', 'underlayCIDR', 'mtu', 'policyAwareDns']);
+  for (const k of Object.keys(src)) if (!known.has(k)) throw new LabConfigError(`${where}: unknown field ${JSON.stringify(k)} (known: name, nodes, clusterCIDR, serviceCIDR, clusterDomain, underlayCIDR, mtu, policyAwareDns)`);
   if (src.name !== undefined) {
     if (typeof src.name !== 'string' || !/^[a-z0-9]{1,16}$/.test(src.name)) throw new LabConfigError(`${where}: name: invalid value ${JSON.stringify(src.name)} (1-16 lowercase letters or digits)`);
     out.name = src.name;
@@ -103,6 +106,10 @@ function parseSettings(where: string, doc: Record<string, unknown>): Partial<Lab
   if (src.mtu !== undefined) {
     if (typeof src.mtu !== 'number' || !Number.isInteger(src.mtu) || src.mtu < 1280 || src.mtu > 9000) throw new LabConfigError(`${where}: mtu: invalid value ${JSON.stringify(src.mtu)} (an integer from 1280 to 9000)`);
     out.mtu = src.mtu;
+  }
+  if (src.policyAwareDns !== undefined) {
+    if (typeof src.policyAwareDns !== 'boolean') throw new LabConfigError(`${where}: policyAwareDns: invalid value ${JSON.stringify(src.policyAwareDns)} (true or false)`);
+    out.policyAwareDns = src.policyAwareDns;
   }
   return out;
 }

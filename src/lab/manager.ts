@@ -54,7 +54,7 @@ export function requireState(name: string): LabState {
   return s;
 }
 
-const agentOptions = (s: LabState, node: string) => ({ lab: s.name, node, clusterCIDR: s.settings.clusterCIDR, serviceCIDR: s.settings.serviceCIDR, clusterDomain: s.settings.clusterDomain });
+const agentOptions = (s: LabState, node: string) => ({ lab: s.name, node, clusterCIDR: s.settings.clusterCIDR, serviceCIDR: s.settings.serviceCIDR, clusterDomain: s.settings.clusterDomain, policyAwareDns: s.settings.policyAwareDns === true });
 
 /** Creates the lab's namespaces and agents; applies the objects. */
 export async function up(settings: LabSettings, objects: LabObject[], progress: Progress, opts: { prefix?: string } = {}): Promise<LabState> {

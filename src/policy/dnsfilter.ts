@@ -18,7 +18,8 @@
 // ports) the answer is NXDOMAIN. The verdicts follow the cluster state: the policy
 // state is rebuilt lazily after any change of the view, and decisions are cached
 // per (client, service) until then, so allowing a client flips the answer as soon
-// as the view has the new policy.
+// as the view has the new policy. sameForEveryone() tells the DNS server when an answer
+// may be shared between clients (its native cache); onReset fires on every reset.
 import type { ClusterReader, EndpointSlice, Protocol, Service } from '../cluster/types.js';
 import { evaluate, PolicyState } from './evaluator.js';
 
@@ -70,13 +71,21 @@ export function endpointsOf(slices: readonly EndpointSlice[]): DnsEndpoint[] {
 export class DnsPolicyFilter {
   private state: PolicyState | undefined;
   private readonly cache = new Map<string, DnsDecision>();
+  private readonly everyone = new Map<string, boolean>();
+  /** Namespaces holding an egress-isolated pod (per state). */
+  private egressIsolated: Set<string> | undefined;
   private readonly unsubscribe: () => void;
+  /** Called after every reset (the DNS server empties caches that hold answers judged "same for everyone"). */
+  onReset: (() => void) | null = null;
 
   constructor(private readonly view: ClusterReader) {
     this.unsubscribe = view.onChange((changes) => {
       if (changes.some((c) => c.kind !== 'Node')) {
         this.state = undefined;
         this.cache.clear();
+        this.everyone.clear();
+        this.egressIsolated = undefined;
+        this.onReset?.();
       }
     });
   }
@@ -92,6 +101,36 @@ export class DnsPolicyFilter {
     if (this.cache.size > 50_000) this.cache.clear();
     this.cache.set(key, d);
     return d;
+  }
+
+  /**
+   * Whether every client gets the Service's names answered (so an answer may be shared
+   * between clients until the next change). A sufficient condition: no pod outside the
+   * Service's namespace is isolated for egress, and some ready endpoint with a port is
+   * not a pod isolated for ingress. ExternalName and endpoint-less Services: false.
+   */
+  sameForEveryone(service: { namespace: string; name: string }): boolean {
+    const key = `${service.namespace}/${service.name}`;
+    const hit = this.everyone.get(key);
+    if (hit !== undefined) return hit;
+    const state = (this.state ??= PolicyState.fromReader(this.view));
+    if (!this.egressIsolated) {
+      this.egressIsolated = new Set();
+      for (const p of state.pods.values()) if (state.isolating(p.key, 'egress').length) this.egressIsolated.add(p.namespace);
+    }
+    let v = false;
+    const svc = this.view.get('Service', key) as Service | undefined;
+    if (svc && svc.spec.type !== 'ExternalName' && [...this.egressIsolated].every((ns) => ns === service.namespace)) {
+      const slices = this.view.list('EndpointSlice').filter((s) => s.metadata.namespace === service.namespace && s.metadata.labels?.[SERVICE_NAME_LABEL] === service.name);
+      v = endpointsOf(slices).some((ep) => {
+        if (ep.ports.length === 0) return false;
+        const pod = state.podByIp(ep.ip);
+        return !pod || state.isolating(pod.key, 'ingress').length === 0;
+      });
+    }
+    if (this.everyone.size > 50_000) this.everyone.clear();
+    this.everyone.set(key, v);
+    return v;
   }
 
   close(): void {

@@ -1,7 +1,10 @@
 // The lab's control-plane parts: pure functions over its state.
 import t from 'tap';
 import type { Pod, Service } from '../../src/cluster/types.js';
-import { parseLabFile, LabConfigError } from '../../src/lab/config.js';
+import { parseLabFile, LabConfigError, resolveSettings } from '../../src/lab/config.js';
+import { agentArgs } from '../../src/lab/agents.js';
+import { loadConfig } from '../../src/agent/config.js';
+import { parseArgs } from '../../src/agent/cli.js';
 import {
   allocateClusterIPs,
   assignPodCIDRs,
@@ -139,6 +142,19 @@ spec: {containers: [{name: c}]}
   t.throws(() => parseLabFile('kind: Namespace\nmetadata: {name: a}\n---\nkind: Pod\nmetadata: {name: p}\nspec: {containers: []}\n'), /document 2 \(Pod "p"\): spec\.containers: invalid value \[\]/);
   t.throws(() => parseLabFile('kind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 99999}]}\n'), /spec\.ports\[0\]\.port: invalid value 99999/);
   t.throws(() => parseLabFile('kind: Gadget\nmetadata: {name: g}\n'), LabConfigError);
+});
+
+t.test('policyAwareDns: a lab setting that becomes the agents\' policy.policyAwareDns', async (t) => {
+  t.same(parseLabFile('kind: Lab\npolicyAwareDns: true\n').settings, { policyAwareDns: true });
+  t.equal(resolveSettings({}, {}).policyAwareDns, false, 'off by default');
+  t.throws(() => parseLabFile('kind: Lab\npolicyAwareDns: yes please\n'), /document 1: policyAwareDns: invalid value "yes please" \(true or false\)/);
+  const o = { lab: 'l', node: 'node1', clusterCIDR: '10.244.0.0/16', serviceCIDR: '10.96.0.0/12', clusterDomain: 'cluster.local' };
+  t.notOk(agentArgs(o).some((a) => a.includes('policy-aware')), 'no flag when off');
+  const args = agentArgs({ ...o, policyAwareDns: true });
+  t.ok(args.includes('--policy.policy-aware-dns=true'));
+  // The agent's own parser takes the flag.
+  const parsed = loadConfig({ flags: parseArgs(args.slice(1)).flags, env: {} });
+  t.equal(parsed.policy.policyAwareDns, true);
 });
 
 t.test('manifests: namespaces labelled, pods with status, services with ClusterIPs, slices', async (t) => {

@@ -61,7 +61,8 @@ read -r client cnode target tnode port < <("$node" -e '
     if (o.kind === "Deployment" && (o.metadata.namespace ?? "default") === ns && n.startsWith(o.metadata.name + "-")) return o.spec.template.spec.containers.flatMap((c) => c.ports ?? [])[0]?.containerPort; } };
   const c = pods.find(([k]) => k === "dev/client") ?? pods[0];
   if (!c) { console.log("- - - - -"); process.exit(0); }
-  const t = pods.find(([k, p]) => p.node !== c[1].node && portOf(k)) ?? pods.find(([, p]) => p.node !== c[1].node);
+  const ns = (k) => k.split("/")[0];
+  const t = pods.find(([k, p]) => p.node !== c[1].node && portOf(k) && ns(k) === ns(c[0])) ?? pods.find(([k, p]) => p.node !== c[1].node && portOf(k)) ?? pods.find(([, p]) => p.node !== c[1].node);
   console.log(c[0], c[1].node, t ? t[1].ip : "-", t ? t[1].node : "-", (t && portOf(t[0])) || "-");' "$state")
 
 if [ "$target" != "-" ]; then
@@ -75,6 +76,14 @@ if [ "$target" != "-" ]; then
       const c = require('net').connect($port, '$target'); c.setTimeout(5000, () => { console.error('timed out'); process.exit(1); });
       c.on('data', (d) => { process.stdout.write(d); c.destroy(); }).on('error', (e) => { console.error(e.message); process.exit(1); });"
   fi
+fi
+if [ "$client" = "dev/client" ] && grep -q '"prod/web"' "$state" 2>/dev/null; then
+  echo
+  echo "== dev/client asks the cluster DNS for web.dev and connects, three times: round-robin through the ClusterIP"
+  for i in 1 2 3; do "$skiff" lab probe --name "$name" dev/client web.dev --dns || true; done
+  echo
+  echo "== NetworkPolicy prod/only-from-prod: TCP/80 measured in the kernel next to the evaluator's verdicts"
+  "$skiff" lab matrix --name "$name" --ports tcp/80 || true
 fi
 echo
 "$skiff" lab status --name "$name"

@@ -114,7 +114,7 @@ function printStatus(st: LabStatus): void {
  * check (probes from inside pods). 1 when a probe failed.
  */
 async function printUpSummary(s: LabState, st: LabStatus): Promise<number> {
-  const { formatCheck, labViewOf, reachabilityCheck, serviceProxyActive } = await import('./inspect-cli.js');
+  const { checkPassed, formatCheck, labViewOf, reachabilityCheck, serviceProxyActive } = await import('./inspect-cli.js');
   const { formatGet } = await import('./inspect.js');
   const view = labViewOf(s);
   const out: string[] = [`lab ${s.name}`, '', formatGet(view, 'nodes'), formatGet(view, 'pods')];
@@ -132,7 +132,7 @@ async function printUpSummary(s: LabState, st: LabStatus): Promise<number> {
   const check = await reachabilityCheck(s, view, { services });
   if (check.length) process.stdout.write('\n' + formatCheck(check));
   if (!services && view.services.length) process.stdout.write('  (services not probed: no node runs the service proxy yet)\n');
-  return check.every((c) => c.report.result === 'ok') ? 0 : 1;
+  return check.every(checkPassed) ? 0 : 1;
 }
 
 export async function run(argv: string[]): Promise<number> {

@@ -79,7 +79,12 @@ export interface CheckLine {
   fromNode: string;
   toNode?: string;
   report: ProbeReport;
+  /** What the NetworkPolicy evaluator expects: false = the policies deny this connection. */
+  expected: boolean;
 }
+
+/** A line passes when the kernel did what the policies say: answered when allowed, no answer when denied. */
+export const checkPassed = (l: CheckLine): boolean => (l.report.result === 'ok') === l.expected;
 
 /**
  * The check `lab up` ends with: for every ordered pair of nodes, one pod on the first
@@ -92,30 +97,51 @@ export async function reachabilityCheck(s: LabState, view: LabView, o: { service
   const timeoutMs = o.timeoutMs ?? DEFAULT_PROBE_TIMEOUT_MS;
   const running = view.pods.filter((p) => p.status?.podIP && !p.metadata.deletionTimestamp && p.spec.nodeName);
   const ports = (p: (typeof running)[number]) => p.spec.containers.flatMap((c) => c.ports ?? []);
-  const pick = (pods: typeof running, wantPorts: boolean) => pods.find((p) => (ports(p).length > 0) === wantPorts) ?? pods[0];
+  const nsOf = (p: (typeof running)[number]) => p.metadata.namespace ?? 'default';
+  // The lab's own policies decide what the check expects (a demo that isolates a
+  // namespace must not read as a broken network): pairs are taken within one
+  // namespace where possible, and every probe is judged against the evaluator.
+  const { PolicyState, evaluate } = await import('../policy/evaluator.js');
+  const { loadManifestDir } = await import('../policy/explain.js');
+  const policy = PolicyState.from(await loadManifestDir(manifestsDir(s.name)));
+  const expect = (from: string, to: string, protocol: 'TCP' | 'UDP' | 'ICMP', port: number | undefined): boolean => {
+    if (!policy.pod(from) || !policy.pod(to)) return true;
+    // A rule with ports never matches ICMP, a rule without ports matches every port:
+    // ICMP is expected through exactly when TCP to an unlisted port (1) would be.
+    if (protocol === 'ICMP') return evaluate(policy, { from: { pod: from }, to: { pod: to }, protocol: 'TCP', port: 1 }, { reasons: false }).allowed;
+    return evaluate(policy, { from: { pod: from }, to: { pod: to }, protocol, port: port ?? 0 }, { reasons: false }).allowed;
+  };
   const byNode = new Map<string, typeof running>();
   for (const p of running) byNode.set(p.spec.nodeName!, [...(byNode.get(p.spec.nodeName!) ?? []), p]);
   const nodes = [...byNode.keys()].sort();
   const jobs: Promise<CheckLine>[] = [];
-  const run = (fromNode: string, toNode: string | undefined, from: string, target: string, o: ProbeOptions) =>
-    jobs.push(probeFromPod(s, view, from, target, { ...o, timeoutMs }).then((report) => ({ fromNode, ...(toNode ? { toNode } : {}), report })));
+  const run = (fromNode: string, toNode: string | undefined, from: string, target: string, o: ProbeOptions, expected: boolean) =>
+    jobs.push(probeFromPod(s, view, from, target, { ...o, timeoutMs }).then((report) => ({ fromNode, ...(toNode ? { toNode } : {}), report, expected })));
   for (const a of nodes) {
-    const src = pick(byNode.get(a)!, false)!;
+    const here = byNode.get(a)!;
+    const src = here.find((p) => ports(p).length === 0) ?? here[0]!;
     for (const b of nodes) {
       if (a === b) continue;
-      const dst = pick(byNode.get(b)!, true)!;
-      run(a, b, podKey(src), podKey(dst), { protocol: 'ICMP' });
+      const there = byNode.get(b)!;
+      const dst =
+        there.find((p) => nsOf(p) === nsOf(src) && ports(p).length > 0) ?? there.find((p) => nsOf(p) === nsOf(src)) ?? there.find((p) => ports(p).length > 0) ?? there[0]!;
+      const from = podKey(src);
+      const to = podKey(dst);
+      run(a, b, from, to, { protocol: 'ICMP' }, expect(from, to, 'ICMP', undefined));
       const port = ports(dst)[0];
-      if (port) run(a, b, podKey(src), podKey(dst), { protocol: (port.protocol ?? 'TCP') === 'UDP' ? 'UDP' : 'TCP', port: port.containerPort });
+      if (port) {
+        const protocol = (port.protocol ?? 'TCP') === 'UDP' ? 'UDP' : 'TCP';
+        run(a, b, from, to, { protocol, port: port.containerPort }, expect(from, to, protocol, port.containerPort));
+      }
     }
   }
   for (const svc of o.services === false ? [] : view.services) {
     const sp = svc.spec.ports?.[0];
     if (!sp || !svc.spec.clusterIP || svc.spec.clusterIP === 'None' || (sp.protocol ?? 'TCP') === 'SCTP') continue;
     const ns = svc.metadata.namespace ?? 'default';
-    const src = pick(running.filter((p) => (p.metadata.namespace ?? 'default') === ns), false);
+    const src = running.filter((p) => nsOf(p) === ns).find((p) => ports(p).length === 0) ?? running.find((p) => nsOf(p) === ns);
     if (!src) continue;
-    run(src.spec.nodeName!, undefined, podKey(src), svc.metadata.name, { protocol: (sp.protocol ?? 'TCP') as 'TCP' | 'UDP', port: sp.port });
+    run(src.spec.nodeName!, undefined, podKey(src), svc.metadata.name, { protocol: (sp.protocol ?? 'TCP') as 'TCP' | 'UDP', port: sp.port }, true);
   }
   return Promise.all(jobs);
 }
@@ -128,7 +154,13 @@ export function formatCheck(lines: readonly CheckLine[]): string {
     const r = l.report;
     const where = l.toNode ? `${l.fromNode} -> ${l.toNode}` : `${l.fromNode} -> service`;
     const dest = `${r.to} ${r.protocol}${r.port !== null ? `/${r.port}` : ''}${r.to !== r.ip ? ` (${r.ip})` : ''}`;
-    const verdict = r.result === 'ok' ? `ok${r.protocol !== 'ICMP' && r.answer ? ` "${r.answer}"` : ''}` : `FAILED: ${r.result}${r.error ? ` (${r.error})` : ''}`;
+    const verdict = !l.expected
+      ? r.result === 'ok'
+        ? `FAILED: answered, but the NetworkPolicies deny it`
+        : `denied by NetworkPolicy, as expected (${r.result})`
+      : r.result === 'ok'
+        ? `ok${r.protocol !== 'ICMP' && r.answer ? ` "${r.answer}"` : ''}`
+        : `FAILED: ${r.result}${r.error ? ` (${r.error})` : ''}`;
     out.push(`  ${where.padEnd(18)} ${r.from} -> ${dest}: ${verdict} ${r.ms.toFixed(1)} ms`);
   }
   return out.join('\n') + '\n';

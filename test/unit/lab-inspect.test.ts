@@ -16,7 +16,7 @@ import {
   table,
   type InspectSource,
 } from '../../src/lab/inspect.js';
-import { formatCheck } from '../../src/lab/inspect-cli.js';
+import { checkPassed, formatCheck } from '../../src/lab/inspect-cli.js';
 import { parseResolvConf, searchCandidates } from '../../src/lab/dnsquery.js';
 import { resolvConf } from '../../src/lab/pods.js';
 import { firstLine, parseUnreachable, probe, verdictOf } from '../../src/lab/probe.js';
@@ -240,16 +240,22 @@ t.test('probe output: one line, or the JSON fields {from,to,protocol,port,result
   t.equal(formatProbe({ from: 'a/b', to: 'a/c', ip: '10.0.0.2', protocol: 'TCP', port: 1, result: 'error', answer: null, ms: 3, error: 'EPERM' }), 'a/b -> a/c (10.0.0.2:1/TCP): error: EPERM (3.0 ms)\n');
 });
 
-t.test('the reachability check lines: ok with the answer, FAILED with the verdict', async (t) => {
-  const out = formatCheck([
-    { fromNode: 'node1', toNode: 'node2', report: { from: 'dev/client', to: 'dev/web2', ip: '10.244.2.2', protocol: 'ICMP', port: null, result: 'ok', answer: 'echo reply from 10.244.2.2', ms: 0.5 } },
-    { fromNode: 'node1', toNode: 'node2', report: { from: 'dev/client', to: 'dev/web2', ip: '10.244.2.2', protocol: 'TCP', port: 8080, result: 'ok', answer: 'dev/web2', ms: 1 } },
-    { fromNode: 'node1', report: { from: 'dev/client', to: 'dev/web', ip: '10.96.0.2', protocol: 'TCP', port: 80, result: 'refused', answer: null, ms: 1 } },
-  ]);
+t.test('the reachability check lines: judged against what the NetworkPolicies expect', async (t) => {
+  const lines = [
+    { fromNode: 'node1', toNode: 'node2', expected: true, report: { from: 'dev/client', to: 'dev/web2', ip: '10.244.2.2', protocol: 'ICMP' as const, port: null, result: 'ok', answer: 'echo reply from 10.244.2.2', ms: 0.5 } },
+    { fromNode: 'node1', toNode: 'node2', expected: true, report: { from: 'dev/client', to: 'dev/web2', ip: '10.244.2.2', protocol: 'TCP' as const, port: 8080, result: 'ok', answer: 'dev/web2', ms: 1 } },
+    { fromNode: 'node1', expected: true, report: { from: 'dev/client', to: 'dev/web', ip: '10.96.0.2', protocol: 'TCP' as const, port: 80, result: 'refused', answer: null, ms: 1 } },
+    { fromNode: 'node1', toNode: 'node3', expected: false, report: { from: 'dev/client', to: 'prod/web3', ip: '10.244.3.2', protocol: 'TCP' as const, port: 80, result: 'timed out', answer: null, ms: 500 } },
+    { fromNode: 'node1', toNode: 'node3', expected: false, report: { from: 'dev/client', to: 'prod/web3', ip: '10.244.3.2', protocol: 'ICMP' as const, port: null, result: 'ok', answer: 'echo reply', ms: 0.5 } },
+  ];
+  const out = formatCheck(lines);
   t.match(out, /^cross-node reachability/);
   t.match(out, /node1 -> node2 +dev\/client -> dev\/web2 ICMP \(10\.244\.2\.2\): ok 0\.5 ms\n/);
   t.match(out, /dev\/client -> dev\/web2 TCP\/8080 \(10\.244\.2\.2\): ok "dev\/web2" 1\.0 ms\n/);
   t.match(out, /node1 -> service +dev\/client -> dev\/web TCP\/80 \(10\.96\.0\.2\): FAILED: refused 1\.0 ms\n/);
+  t.match(out, /prod\/web3 TCP\/80 \(10\.244\.3\.2\): denied by NetworkPolicy, as expected \(timed out\)/);
+  t.match(out, /prod\/web3 ICMP \(10\.244\.3\.2\): FAILED: answered, but the NetworkPolicies deny it/);
+  t.same(lines.map(checkPassed), [true, true, false, true, false], 'a line passes when the kernel did what the policies say');
   t.equal(formatCheck([]), '');
 });
 

@@ -25,6 +25,7 @@
 // - Traffic from the destination pod's own node is always allowed (conn.fromNode).
 // - Invalid policies are skipped whole, with their reasons; they isolate nothing.
 // Decisions beyond the API text are in docs/policy.md.
+import { createHash } from 'node:crypto';
 import type { ClusterReader, Namespace, NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, Pod, Protocol } from '../cluster/types.js';
 import { bytesToIp, type Family } from '../util/ip.js';
 import { compileSelector, describeSelector, isEmptySelector, type LabelPredicate, type Labels } from './selector.js';
@@ -204,8 +205,15 @@ export function effectivePolicyTypes(p: NetworkPolicy): { ingress: boolean; egre
 // every compiled policy, and with it the peer membership caches (PolicyState.from's
 // `prev`).
 const compiledMemo = new WeakMap<object, { json: string; c: CompiledPolicy | InvalidPolicy }>();
-function compilePolicyMemo(p: NetworkPolicy): CompiledPolicy | InvalidPolicy {
+const compiledById = new WeakMap<object, CompiledPolicy | InvalidPolicy>();
+function compilePolicyMemo(p: NetworkPolicy, immutable = false): CompiledPolicy | InvalidPolicy {
   if (typeof p !== 'object' || p === null) return compilePolicy(p);
+  if (immutable) {
+    // The caller promises objects are replaced, never changed in place: identity is content.
+    let c = compiledById.get(p);
+    if (!c) compiledById.set(p, (c = compilePolicyMemo(p)));
+    return c;
+  }
   const json = JSON.stringify(p);
   const hit = compiledMemo.get(p);
   if (hit && hit.json === json) return hit.c;
@@ -237,6 +245,19 @@ export function compilePolicy(p: NetworkPolicy): CompiledPolicy | InvalidPolicy 
 
 const isInvalid = (c: CompiledPolicy | InvalidPolicy): c is InvalidPolicy => 'reasons' in c;
 
+export interface StateOptions {
+  /** The state before a change: valid peer memberships are carried over (see PolicyState.from). */
+  prev?: PolicyState;
+  /**
+   * The input objects are never changed in place (a change replaces the object, as
+   * the agent's cluster view does): compiled policies and pod infos are reused by
+   * object identity, without comparing content.
+   */
+  immutable?: boolean;
+}
+
+const podInfoById = new WeakMap<object, { info: PodInfo; sig: string }>();
+
 /**
  * The cluster state the evaluator reads, with its indices precomputed: namespace
  * labels, pods by key and by IP, compiled policies by namespace, and (lazily) the
@@ -262,24 +283,32 @@ export class PolicyState {
    * are still valid are carried over and only pods whose labels, namespace or
    * existence changed are re-tested (namespace label changes start afresh).
    */
-  static from(input: PolicyStateInput, opts: { prev?: PolicyState } = {}): PolicyState {
-    const s = new PolicyState(input);
+  static from(input: PolicyStateInput, opts: StateOptions = {}): PolicyState {
+    const s = new PolicyState(input, opts.immutable === true);
     if (opts.prev) s.inherit(opts.prev);
     return s;
   }
 
-  static fromReader(reader: Pick<ClusterReader, 'list'>, opts: { prev?: PolicyState } = {}): PolicyState {
+  static fromReader(reader: Pick<ClusterReader, 'list'>, opts: StateOptions = {}): PolicyState {
     return PolicyState.from({ namespaces: reader.list('Namespace'), pods: reader.list('Pod'), policies: reader.list('NetworkPolicy') }, opts);
   }
 
   private inherit(prev: PolicyState): void {
-    if (prev.namespaces.size !== this.namespaces.size) return;
-    for (const [n, l] of this.namespaces) if (JSON.stringify(prev.namespaces.get(n)) !== JSON.stringify(l)) return;
-    const changed: string[] = [];
-    for (const [k, sig] of this.podSig) if (prev.podSig.get(k) !== sig) changed.push(k);
-    for (const k of prev.podSig.keys()) if (!this.podSig.has(k)) changed.push(k);
+    // Peer membership depends on a pod's labels, its namespace's labels and its
+    // existence: a namespace whose labels changed (or that appeared or went) makes
+    // every pod in it a changed pod.
+    const changedNs = new Set<string>();
+    for (const [n, l] of this.namespaces) if (JSON.stringify(prev.namespaces.get(n)) !== JSON.stringify(l)) changedNs.add(n);
+    for (const n of prev.namespaces.keys()) if (!this.namespaces.has(n)) changedNs.add(n);
+    const changedSet = new Set<string>();
+    for (const [k, sig] of this.podSig) if (prev.podSig.get(k) !== sig) changedSet.add(k);
+    for (const k of prev.podSig.keys()) if (!this.podSig.has(k)) changedSet.add(k);
+    if (changedNs.size) {
+      for (const p of this.pods.values()) if (changedNs.has(p.namespace)) changedSet.add(p.key);
+      for (const p of prev.pods.values()) if (changedNs.has(p.namespace)) changedSet.add(p.key);
+    }
+    const changed = [...changedSet];
     const live = new Set(this.policies);
-    const changedSet = new Set(changed);
     const netOf = (p: PodInfo | undefined) => (p ? `${p.ips.join(',')}${JSON.stringify(p.namedPorts)}` : undefined);
     const sameNet = new Set(changed.filter((k) => this.pods.has(k) && netOf(this.pods.get(k)) === netOf(prev.pods.get(k))));
     for (const [peer, e] of prev.peerPodsCache) {
@@ -305,7 +334,7 @@ export class PolicyState {
     }
   }
 
-  private constructor(input: PolicyStateInput) {
+  private constructor(input: PolicyStateInput, immutable: boolean) {
     const addNs = (name: string, labels?: Record<string, string>) => {
       const prev = this.namespaces.get(name);
       // The API server always sets kubernetes.io/metadata.name to the name; so do we.
@@ -315,15 +344,21 @@ export class PolicyState {
     for (const pod of input.pods ?? []) {
       // Completed pods have no network (and their IPs may already be reused).
       if (pod.status?.phase && TERMINAL_PHASES.has(pod.status.phase)) continue;
-      const info = podInfo(pod);
+      let memo = immutable ? podInfoById.get(pod) : undefined;
+      if (!memo) {
+        const info = podInfo(pod);
+        memo = { info, sig: `${info.hostNetwork ? 'h' : ''}${info.ips.join(',')}${JSON.stringify(info.labels)}${JSON.stringify(info.namedPorts)}` };
+        if (immutable) podInfoById.set(pod, memo);
+      }
+      const info = memo.info;
       this.pods.set(info.key, info);
-      this.podSig.set(info.key, `${info.hostNetwork ? 'h' : ''}${info.ips.join(',')}${JSON.stringify(info.labels)}${JSON.stringify(info.namedPorts)}`);
+      this.podSig.set(info.key, memo.sig);
       if (!this.namespaces.has(info.namespace)) addNs(info.namespace);
       // hostNetwork pods share the node's address: an IP never resolves to them.
       if (info.hostNetwork) continue;
       for (const ip of info.ips) this.byIp.set(ip, this.byIp.has(ip) ? null : info);
     }
-    const compiled = (input.policies ?? []).map(compilePolicyMemo);
+    const compiled = (input.policies ?? []).map((p) => compilePolicyMemo(p, immutable));
     compiled.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
     for (const c of compiled) {
       if (isInvalid(c)) {
@@ -721,13 +756,77 @@ function ipBlockText(peer: CompiledPeer & { kind: 'ipBlock' }): NormalizedPeer {
  */
 export function effectivePolicies(state: PolicyState, only?: (podKey: string) => boolean): EffectiveDirection[] {
   const out: EffectiveDirection[] = [];
-  const egressGroups = new Map<string, { peer: NormalizedPeer; ports: PortRange[] }[]>();
   const keys = [...state.pods.keys()].filter((k) => !only || only(k)).sort();
   for (const key of keys) {
-    const pod = state.pods.get(key)!;
     for (const dir of ['ingress', 'egress'] as const) {
+      const e = effectiveOf(state, key, dir);
+      if (e) out.push(e);
+    }
+  }
+  return out;
+}
+
+// Egress named-port groups per (policy, rule, peer): they do not depend on the subject
+// pod, so they are computed once per state.
+const egressGroupsOf = new WeakMap<PolicyState, Map<string, { peer: NormalizedPeer; ports: PortRange[] }[]>>();
+const objIds = new WeakMap<object, number>();
+let nextObjId = 1;
+const objId = (o: object): number => {
+  let id = objIds.get(o);
+  if (id === undefined) objIds.set(o, (id = nextObjId++));
+  return id;
+};
+const netSigOf = new WeakMap<PolicyState, string>();
+/** Addresses and container ports of every pod (what egress named ports to non-pod peers depend on). */
+function netSignature(state: PolicyState): string {
+  let s = netSigOf.get(state);
+  if (s === undefined) {
+    const parts: string[] = [];
+    for (const p of state.pods.values()) parts.push(`${p.key}${p.hostNetwork ? 'h' : ''}${p.ips.join(',')}${JSON.stringify(p.namedPorts)}`);
+    s = createHash('sha256').update(parts.join('\n')).digest('hex');
+    netSigOf.set(state, s);
+  }
+  return s;
+}
+
+/**
+ * A key that determines effectiveOf(state, key, dir) up to equal content, across
+ * states built with `prev` (PolicyState.from): the isolating policies (compiled
+ * objects are memoized), the member lists of their pod peers (the same array while
+ * no member joined, left or changed addresses or ports), the pod's own container
+ * ports (ingress named ports) and, when an egress named port goes to a non-pod peer,
+ * every pod's addresses and ports. Undefined when the pod is not isolated.
+ */
+export function effectiveSignature(state: PolicyState, key: string, dir: Direction): string | undefined {
+  // Not the pod's key: pods with equal signatures have equal allow lists.
+  const policies = state.isolating(key, dir);
+  if (policies.length === 0) return undefined;
+  const pod = state.pods.get(key)!;
+  const parts: (string | number)[] = [dir];
+  for (const p of policies) {
+    parts.push(objId(p));
+    for (const rule of (dir === 'ingress' ? p.ingress : p.egress)!) {
+      const named = rule.ports?.some((x) => x.kind === 'named') ?? false;
+      if (named && dir === 'ingress') parts.push(JSON.stringify(pod.namedPorts));
+      for (const peer of rule.peers ?? [null]) {
+        if (peer?.kind === 'pods') parts.push(objId(peerPods(state, p, peer)));
+        else if (named && dir === 'egress') parts.push(netSignature(state));
+      }
+    }
+  }
+  return parts.join('|');
+}
+
+/** What one isolated (pod, direction) allows (see effectivePolicies); undefined when not isolated. */
+export function effectiveOf(state: PolicyState, key: string, dir: Direction): EffectiveDirection | undefined {
+  let egressGroups = egressGroupsOf.get(state);
+  if (!egressGroups) egressGroupsOf.set(state, (egressGroups = new Map()));
+  const pod = state.pods.get(key);
+  if (!pod) return undefined;
+  {
+    {
       const policies = state.isolating(key, dir);
-      if (policies.length === 0) continue;
+      if (policies.length === 0) return undefined;
       const allow: AllowEntry[] = [];
       for (const p of policies) {
         for (const rule of (dir === 'ingress' ? p.ingress : p.egress)!) {
@@ -811,10 +910,9 @@ export function effectivePolicies(state: PolicyState, only?: (podKey: string) =>
           }
         }
       }
-      out.push({ pod: key, direction: dir, policies: policies.map((x) => x.key), allow });
+      return { pod: key, direction: dir, policies: policies.map((x) => x.key), allow };
     }
   }
-  return out;
 }
 
 const netCache = new Map<string, IpNet>();

@@ -256,6 +256,19 @@ export interface StateOptions {
   immutable?: boolean;
 }
 
+function sortedHas(xs: readonly string[], k: string): boolean {
+  let lo = 0;
+  let hi = xs.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    const v = xs[mid]!;
+    if (v === k) return true;
+    if (v < k) lo = mid + 1;
+    else hi = mid - 1;
+  }
+  return false;
+}
+
 const podInfoById = new WeakMap<object, { info: PodInfo; sig: string }>();
 
 /**
@@ -321,7 +334,8 @@ export class PolicyState {
       });
       // The list changes when a member leaves, a pod joins, or a member that stays
       // changed addresses or container ports (label-only changes of members do not).
-      const members = changed.length ? new Set(e.pods.filter((k) => changedSet.has(k))) : new Set<string>();
+      // e.pods is sorted: look the (few) changed pods up instead of scanning the members.
+      const members = new Set(changed.filter((k) => sortedHas(e.pods, k)));
       const nowSet = new Set(now);
       const differs = [...members].some((k) => !nowSet.has(k) || !sameNet.has(k)) || now.some((k) => !members.has(k));
       let pods = e.pods;

@@ -54,7 +54,7 @@ import {
   type VerdictExpr,
 } from '../os/nft.js';
 import { bigIntToIp, ipToBigInt, type Family } from '../util/ip.js';
-import { effectiveOf, effectiveSignature, type AllowEntry, type Direction, type PolicyState, type PortRange } from './evaluator.js';
+import { effectiveOf, effectiveSignature, peerMembers, peerSource, type AllowEntry, type CompiledPeer, type CompiledPolicy, type Direction, type PolicyState, type PortRange } from './evaluator.js';
 
 export const POLICY_TABLE = 'skiff-policy';
 /** Priority of the policy table's filter chains: after dstnat (-100), so daddr is the DNATed backend. */
@@ -88,8 +88,10 @@ export interface CompileOptions {
 interface CachedChain {
   name: string;
   chain: ModelChain;
-  /** The sets its rules reference. */
+  /** The sets its rules reference (pod peer sets: see peers). */
   sets: ModelSet[];
+  /** Its pod peer sets, rebuilt from the current member lists on every reuse. */
+  peers: { obj: SetObj; family: Family; policy: CompiledPolicy; peer: CompiledPeer }[];
 }
 
 /** Per-(pod, direction) chains of the previous compile, by effectiveSignature. */
@@ -338,6 +340,19 @@ export function compile(state: PolicyState, opts: CompileOptions): PolicyModel {
     return { name, family };
   };
 
+  /** Adds a pod peer set holding these pods' addresses (elements cached per member list). */
+  const peerSet = (obj: SetObj, f: Family, pods: readonly string[]): void => {
+    let byName = peerElementsCache.get(pods);
+    if (!byName) peerElementsCache.set(pods, (byName = new Map()));
+    let els = byName.get(obj.name);
+    if (!els) {
+      els = new Map(podIps(pods, f).map((ip) => [ip, { kind: 'element', set: obj.name, key: [ip] }]));
+      byName.set(obj.name, els);
+    }
+    b.sets.set(obj.name, { obj, elements: els, token: pods });
+  };
+  let recording: CachedChain['peers'] | undefined;
+
   /** The rules (without chain) of one allow entry. */
   const entryRules = (dir: Direction, e: AllowEntry): Expr[][] => {
     const verdict: Expr = dir === 'egress' ? { verdict: 'return' } : { verdict: 'accept' };
@@ -368,15 +383,10 @@ export function compile(state: PolicyState, opts: CompileOptions): PolicyModel {
           }
           if (!b.sets.has(setName)) {
             const obj: SetObj = { kind: 'set', name: setName, type: [ADDR_TYPE[f]], comment: `${e.policy} ${dir}[${e.ruleIndex}] peer ${e.peerIndex ?? '*'}` };
-            let byName = peerElementsCache.get(peer.pods);
-            if (!byName) peerElementsCache.set(peer.pods, (byName = new Map()));
-            let els = byName.get(setName);
-            if (!els) {
-              els = new Map(podIps(peer.pods, f).map((ip) => [ip, { kind: 'element', set: setName, key: [ip] }]));
-              byName.set(setName, els);
-            }
-            b.sets.set(setName, { obj, elements: els, token: peer.pods });
+            peerSet(obj, f, peer.pods);
           }
+          const src = peerSource.get(peer);
+          if (src && recording) recording.push({ obj: b.sets.get(setName)!.obj as SetObj, family: f, policy: src.policy, peer: src.peer });
           out.push([{ match: peerSel(f), value: { set: setName } }, ...portMatch, verdict]);
         }
         return out;
@@ -394,7 +404,10 @@ export function compile(state: PolicyState, opts: CompileOptions): PolicyModel {
     const eff = effectiveOf(state, key, dir);
     if (!eff) return undefined;
     const bodies: Expr[][] = [[{ ctState: ['invalid'] }, { verdict: 'drop' }]];
+    const peers: CachedChain['peers'] = [];
+    recording = peers;
     for (const e of eff.allow) bodies.push(...entryRules(eff.direction, e));
+    recording = undefined;
     // Dedupe identical rules (several policies allowing the same thing).
     const seen = new Set<string>();
     const unique = bodies.filter((r) => {
@@ -415,7 +428,8 @@ export function compile(state: PolicyState, opts: CompileOptions): PolicyModel {
     }
     const setNames = new Set<string>();
     for (const r of unique) for (const x of r) if ('value' in x && x.value && typeof x.value === 'object' && 'set' in x.value) setNames.add((x.value as { set: string }).set);
-    return { name, chain, sets: [...setNames].map((n) => b.sets.get(n)!) };
+    const peerNames = new Set(peers.map((p) => p.obj.name));
+    return { name, chain, sets: [...setNames].filter((n) => !peerNames.has(n)).map((n) => b.sets.get(n)!), peers: peers.filter((p) => setNames.has(p.obj.name)) };
   };
   for (const key of [...localPods.keys()].sort()) {
     const lp = localPods.get(key)!;
@@ -427,6 +441,7 @@ export function compile(state: PolicyState, opts: CompileOptions): PolicyModel {
         hits++;
         if (!b.chains.has(c.name)) b.chains.set(c.name, c.chain);
         for (const s of c.sets) if (!b.sets.has(s.obj.name)) b.sets.set(s.obj.name, s);
+        for (const p of c.peers) if (!b.sets.has(p.obj.name)) peerSet(p.obj, p.family, peerMembers(state, p.policy, p.peer));
       } else {
         misses++;
         c = build(key, dir);

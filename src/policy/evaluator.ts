@@ -70,7 +70,7 @@ export interface PodInfo {
   addrs: Addr[];
 }
 
-type CompiledPeer =
+export type CompiledPeer =
   | { kind: 'pods'; index: number; namespaceSel: LabelPredicate | null; podSel: LabelPredicate; text: string }
   | { kind: 'ipBlock'; index: number; cidr: IpNet; except: IpNet[]; text: string };
 
@@ -736,6 +736,20 @@ export interface EffectiveDirection {
 
 const namedGroupsCache = new WeakMap<readonly string[], Map<string, { peer: NormalizedPeer; ports: PortRange[] }[]>>();
 
+/** @internal The policy peer a normalized pods peer stands for (the compiler refreshes its members by it). */
+export const peerSource = new WeakMap<NormalizedPeer, { policy: CompiledPolicy; peer: CompiledPeer }>();
+
+function podsPeer(state: PolicyState, policy: CompiledPolicy, peer: CompiledPeer): NormalizedPeer {
+  const np: NormalizedPeer = { kind: 'pods', pods: peerPods(state, policy, peer) };
+  peerSource.set(np, { policy, peer });
+  return np;
+}
+
+/** @internal The pods a policy peer matches in this state (sorted; the same array while unchanged). */
+export function peerMembers(state: PolicyState, policy: CompiledPolicy, peer: CompiledPeer): readonly string[] {
+  return peerPods(state, policy, peer);
+}
+
 function peerPods(state: PolicyState, policy: CompiledPolicy, peer: CompiledPeer): string[] {
   let pods = state.peerPodsCache.get(peer)?.pods;
   if (!pods) {
@@ -804,12 +818,13 @@ function netSignature(state: PolicyState): string {
 }
 
 /**
- * A key that determines effectiveOf(state, key, dir) up to equal content, across
- * states built with `prev` (PolicyState.from): the isolating policies (compiled
- * objects are memoized), the member lists of their pod peers (the same array while
- * no member joined, left or changed addresses or ports), the pod's own container
- * ports (ingress named ports) and, when an egress named port goes to a non-pod peer,
- * every pod's addresses and ports. Undefined when the pod is not isolated.
+ * A key that determines the compiled chain of effectiveOf(state, key, dir) (its
+ * rules; pod peer sets are named by identity, their members are not part of it):
+ * the isolating policies (compiled objects are memoized), the pod's own container
+ * ports (ingress named ports) and, for egress named ports, the peer's member list
+ * (the same array while no member joined, left or changed addresses or ports) or,
+ * for a non-pod peer, every pod's addresses and ports. Undefined when the pod is
+ * not isolated.
  */
 export function effectiveSignature(state: PolicyState, key: string, dir: Direction): string | undefined {
   // Not the pod's key: pods with equal signatures have equal allow lists.
@@ -822,9 +837,12 @@ export function effectiveSignature(state: PolicyState, key: string, dir: Directi
     for (const rule of (dir === 'ingress' ? p.ingress : p.egress)!) {
       const named = rule.ports?.some((x) => x.kind === 'named') ?? false;
       if (named && dir === 'ingress') parts.push(JSON.stringify(pod.namedPorts));
+      // Chains name pod peer sets by identity, not content: a member list matters to
+      // the chain only where egress named ports split it into groups.
+      if (!named || dir !== 'egress') continue;
       for (const peer of rule.peers ?? [null]) {
         if (peer?.kind === 'pods') parts.push(objId(peerPods(state, p, peer)));
-        else if (named && dir === 'egress') parts.push(netSignature(state));
+        else parts.push(netSignature(state));
       }
     }
   }
@@ -837,96 +855,92 @@ export function effectiveOf(state: PolicyState, key: string, dir: Direction): Ef
   if (!egressGroups) egressGroupsOf.set(state, (egressGroups = new Map()));
   const pod = state.pods.get(key);
   if (!pod) return undefined;
-  {
-    {
-      const policies = state.isolating(key, dir);
-      if (policies.length === 0) return undefined;
-      const allow: AllowEntry[] = [];
-      for (const p of policies) {
-        for (const rule of (dir === 'ingress' ? p.ingress : p.egress)!) {
-          const peers: (CompiledPeer | null)[] = rule.peers ?? [null];
-          for (const peer of peers) {
-            const base = { policy: p.key, ruleIndex: rule.index, ...(peer ? { peerIndex: peer.index } : {}) };
-            const np: NormalizedPeer =
-              peer === null ? { kind: 'all' } : peer.kind === 'ipBlock' ? ipBlockText(peer) : { kind: 'pods', pods: peerPods(state, p, peer) };
-            if (rule.ports === null) {
-              allow.push({ ...base, peer: np, ports: null });
-              continue;
-            }
-            const numeric = rule.ports.map(numericPort).filter((x): x is PortRange => x !== undefined);
-            const named = rule.ports.filter((x): x is CompiledPort & { kind: 'named' } => x.kind === 'named');
-            if (dir === 'ingress') {
-              // The destination is this pod: resolve against its own container ports.
-              for (const n of named) {
-                const num = resolveNamed(pod, n.name, n.protocol);
-                if (num !== undefined) numeric.push({ protocol: n.protocol, port: num });
-              }
-              if (numeric.length) allow.push({ ...base, peer: np, ports: numeric });
-              continue;
-            }
-            if (numeric.length) allow.push({ ...base, peer: np, ports: numeric });
-            if (named.length === 0) continue;
-            // Egress named ports resolve per destination pod: group the destinations
-            // the peer can reach by what the names resolve to. This does not depend
-            // on the subject pod: computed once per (policy, rule, peer).
-            const gkey = `${p.key}|${rule.index}|${peer?.index ?? -1}`;
-            const cachedGroups = egressGroups.get(gkey);
-            if (cachedGroups) {
-              for (const g of cachedGroups) allow.push({ ...base, peer: g.peer, ports: g.ports });
-              continue;
-            }
-            let candidates: PodInfo[];
-            let family: Family | undefined;
-            // For a pod peer the groups depend only on its member list (the same array
-            // while no member changed labels, addresses or container ports) and the names.
-            const peerList = peer?.kind === 'pods' ? peerPods(state, p, peer) : undefined;
-            const namedSig = JSON.stringify(named.map((n) => [n.name, n.protocol]));
-            const crossState = peerList && namedGroupsCache.get(peerList)?.get(namedSig);
-            if (crossState) {
-              egressGroups.set(gkey, crossState);
-              for (const g of crossState) allow.push({ ...base, peer: g.peer, ports: g.ports });
-              continue;
-            }
-            if (peer === null) candidates = [...state.pods.values()].filter((x) => !x.hostNetwork);
-            else if (peer.kind === 'pods') candidates = peerList!.map((k) => state.pods.get(k)!);
-            else {
-              family = peer.cidr.family;
-              candidates = [...state.pods.values()].filter((x) => {
-                const addr = x.addrs.find((a) => a.family === family);
-                return !x.hostNetwork && addr !== undefined && peerMatches(state, p, peer, { pod: x, addr, label: x.key });
-              });
-            }
-            const groups = new Map<string, { ports: PortRange[]; pods: string[] }>();
-            for (const c of candidates) {
-              const ports: PortRange[] = [];
-              for (const n of named) {
-                const num = resolveNamed(c, n.name, n.protocol);
-                if (num !== undefined && !ports.some((x) => x.protocol === n.protocol && x.port === num)) ports.push({ protocol: n.protocol, port: num });
-              }
-              if (!ports.length) continue;
-              const sig = JSON.stringify(ports);
-              const g = groups.get(sig) ?? { ports, pods: [] };
-              g.pods.push(c.key);
-              groups.set(sig, g);
-            }
-            const list: { peer: NormalizedPeer; ports: PortRange[] }[] = [];
-            for (const g of groups.values()) {
-              g.pods.sort();
-              list.push({ peer: family ? { kind: 'pods', pods: g.pods, family } : { kind: 'pods', pods: g.pods }, ports: g.ports });
-            }
-            egressGroups.set(gkey, list);
-            if (peerList) {
-              let m = namedGroupsCache.get(peerList);
-              if (!m) namedGroupsCache.set(peerList, (m = new Map()));
-              m.set(namedSig, list);
-            }
-            for (const g of list) allow.push({ ...base, peer: g.peer, ports: g.ports });
-          }
+  const policies = state.isolating(key, dir);
+  if (policies.length === 0) return undefined;
+  const allow: AllowEntry[] = [];
+  for (const p of policies) {
+    for (const rule of (dir === 'ingress' ? p.ingress : p.egress)!) {
+      const peers: (CompiledPeer | null)[] = rule.peers ?? [null];
+      for (const peer of peers) {
+        const base = { policy: p.key, ruleIndex: rule.index, ...(peer ? { peerIndex: peer.index } : {}) };
+        const np: NormalizedPeer =
+          peer === null ? { kind: 'all' } : peer.kind === 'ipBlock' ? ipBlockText(peer) : podsPeer(state, p, peer);
+        if (rule.ports === null) {
+          allow.push({ ...base, peer: np, ports: null });
+          continue;
         }
+        const numeric = rule.ports.map(numericPort).filter((x): x is PortRange => x !== undefined);
+        const named = rule.ports.filter((x): x is CompiledPort & { kind: 'named' } => x.kind === 'named');
+        if (dir === 'ingress') {
+          // The destination is this pod: resolve against its own container ports.
+          for (const n of named) {
+            const num = resolveNamed(pod, n.name, n.protocol);
+            if (num !== undefined) numeric.push({ protocol: n.protocol, port: num });
+          }
+          if (numeric.length) allow.push({ ...base, peer: np, ports: numeric });
+          continue;
+        }
+        if (numeric.length) allow.push({ ...base, peer: np, ports: numeric });
+        if (named.length === 0) continue;
+        // Egress named ports resolve per destination pod: group the destinations
+        // the peer can reach by what the names resolve to. This does not depend
+        // on the subject pod: computed once per (policy, rule, peer).
+        const gkey = `${p.key}|${rule.index}|${peer?.index ?? -1}`;
+        const cachedGroups = egressGroups.get(gkey);
+        if (cachedGroups) {
+          for (const g of cachedGroups) allow.push({ ...base, peer: g.peer, ports: g.ports });
+          continue;
+        }
+        let candidates: PodInfo[];
+        let family: Family | undefined;
+        // For a pod peer the groups depend only on its member list (the same array
+        // while no member changed labels, addresses or container ports) and the names.
+        const peerList = peer?.kind === 'pods' ? peerPods(state, p, peer) : undefined;
+        const namedSig = JSON.stringify(named.map((n) => [n.name, n.protocol]));
+        const crossState = peerList && namedGroupsCache.get(peerList)?.get(namedSig);
+        if (crossState) {
+          egressGroups.set(gkey, crossState);
+          for (const g of crossState) allow.push({ ...base, peer: g.peer, ports: g.ports });
+          continue;
+        }
+        if (peer === null) candidates = [...state.pods.values()].filter((x) => !x.hostNetwork);
+        else if (peer.kind === 'pods') candidates = peerList!.map((k) => state.pods.get(k)!);
+        else {
+          family = peer.cidr.family;
+          candidates = [...state.pods.values()].filter((x) => {
+            const addr = x.addrs.find((a) => a.family === family);
+            return !x.hostNetwork && addr !== undefined && peerMatches(state, p, peer, { pod: x, addr, label: x.key });
+          });
+        }
+        const groups = new Map<string, { ports: PortRange[]; pods: string[] }>();
+        for (const c of candidates) {
+          const ports: PortRange[] = [];
+          for (const n of named) {
+            const num = resolveNamed(c, n.name, n.protocol);
+            if (num !== undefined && !ports.some((x) => x.protocol === n.protocol && x.port === num)) ports.push({ protocol: n.protocol, port: num });
+          }
+          if (!ports.length) continue;
+          const sig = JSON.stringify(ports);
+          const g = groups.get(sig) ?? { ports, pods: [] };
+          g.pods.push(c.key);
+          groups.set(sig, g);
+        }
+        const list: { peer: NormalizedPeer; ports: PortRange[] }[] = [];
+        for (const g of groups.values()) {
+          g.pods.sort();
+          list.push({ peer: family ? { kind: 'pods', pods: g.pods, family } : { kind: 'pods', pods: g.pods }, ports: g.ports });
+        }
+        egressGroups.set(gkey, list);
+        if (peerList) {
+          let m = namedGroupsCache.get(peerList);
+          if (!m) namedGroupsCache.set(peerList, (m = new Map()));
+          m.set(namedSig, list);
+        }
+        for (const g of list) allow.push({ ...base, peer: g.peer, ports: g.ports });
       }
-      return { pod: key, direction: dir, policies: policies.map((x) => x.key), allow };
     }
   }
+  return { pod: key, direction: dir, policies: policies.map((x) => x.key), allow };
 }
 
 const netCache = new Map<string, IpNet>();

@@ -3,7 +3,7 @@
 // 100), the time to apply one pod label change at 1,000 policies (the reconciler's
 // partial sync: state, compile, diff, one `nft -f -`), and TCP throughput and new
 // connections per second between two pods of one node with 1,000 policies installed
-// vs none, interleaved. Real nft in skt-pl* namespaces, removed at exit.
+// vs none, interleaved. Real nft in skt-pl* namespaces ($SKIFF_NETNS_PREFIX replaces skt-), removed at exit.
 import { spawn, spawnSync } from 'node:child_process';
 import { Registry } from 'prom-client';
 import type { AgentContext } from '../src/agent/reconciler.js';
@@ -45,7 +45,7 @@ const bench: Benchmark = {
   async run({ quick }) {
     if (process.getuid?.() !== 0) throw new Error('the policy benchmark needs root (network namespaces)');
     setLogSink(() => {});
-    const sandbox = new NetnsSandbox('skt-');
+    const sandbox = new NetnsSandbox(process.env.SKIFF_NETNS_PREFIX ?? 'skt-');
     const rows: Row[] = [];
     const notes: string[] = [];
     const procs: ReturnType<typeof spawn>[] = [];

@@ -54,7 +54,7 @@ import {
   type VerdictExpr,
 } from '../os/nft.js';
 import { bigIntToIp, ipToBigInt, type Family } from '../util/ip.js';
-import { effectivePolicies, type AllowEntry, type Direction, type EffectiveDirection, type PolicyState, type PortRange } from './evaluator.js';
+import { effectiveOf, effectiveSignature, peerMembers, peerSource, type AllowEntry, type CompiledPeer, type CompiledPolicy, type Direction, type PolicyState, type PortRange } from './evaluator.js';
 
 export const POLICY_TABLE = 'skiff-policy';
 /** Priority of the policy table's filter chains: after dstnat (-100), so daddr is the DNATed backend. */
@@ -74,6 +74,33 @@ export interface CompileOptions {
    * known pod are dropped while any policy exists (new-pod isolation). Empty: off.
    */
   podCIDRs?: readonly string[];
+  /**
+   * Carried from one compile to the next (the reconciler keeps one): the chain of an
+   * isolated (pod, direction) whose effectiveSignature did not change is reused with
+   * its sets instead of being recomputed. The signature is made of immutable objects'
+   * identities (compiled policies, peer member lists), so the result is the same as
+   * without a cache whatever states are compiled; it only hits across states built
+   * with `prev` (PolicyState.from), which keep unaffected member lists.
+   */
+  cache?: CompileCache;
+}
+
+interface CachedChain {
+  name: string;
+  chain: ModelChain;
+  /** The sets its rules reference (pod peer sets: see peers). */
+  sets: ModelSet[];
+  /** Its pod peer sets, rebuilt from the current member lists on every reuse. */
+  peers: { obj: SetObj; family: Family; policy: CompiledPolicy; peer: CompiledPeer }[];
+}
+
+/** Per-(pod, direction) chains of the previous compile, by effectiveSignature. */
+export class CompileCache {
+  /** @internal */ scope = '';
+  /** @internal */ chains = new Map<string, CachedChain>();
+  /** Hits and misses of the last compile (tests, benchmark). */
+  hits = 0;
+  misses = 0;
 }
 
 /** A regular (content-addressed) chain of the model. */
@@ -313,6 +340,19 @@ export function compile(state: PolicyState, opts: CompileOptions): PolicyModel {
     return { name, family };
   };
 
+  /** Adds a pod peer set holding these pods' addresses (elements cached per member list). */
+  const peerSet = (obj: SetObj, f: Family, pods: readonly string[]): void => {
+    let byName = peerElementsCache.get(pods);
+    if (!byName) peerElementsCache.set(pods, (byName = new Map()));
+    let els = byName.get(obj.name);
+    if (!els) {
+      els = new Map(podIps(pods, f).map((ip) => [ip, { kind: 'element', set: obj.name, key: [ip] }]));
+      byName.set(obj.name, els);
+    }
+    b.sets.set(obj.name, { obj, elements: els, token: pods });
+  };
+  let recording: CachedChain['peers'] | undefined;
+
   /** The rules (without chain) of one allow entry. */
   const entryRules = (dir: Direction, e: AllowEntry): Expr[][] => {
     const verdict: Expr = dir === 'egress' ? { verdict: 'return' } : { verdict: 'accept' };
@@ -343,15 +383,10 @@ export function compile(state: PolicyState, opts: CompileOptions): PolicyModel {
           }
           if (!b.sets.has(setName)) {
             const obj: SetObj = { kind: 'set', name: setName, type: [ADDR_TYPE[f]], comment: `${e.policy} ${dir}[${e.ruleIndex}] peer ${e.peerIndex ?? '*'}` };
-            let byName = peerElementsCache.get(peer.pods);
-            if (!byName) peerElementsCache.set(peer.pods, (byName = new Map()));
-            let els = byName.get(setName);
-            if (!els) {
-              els = new Map(podIps(peer.pods, f).map((ip) => [ip, { kind: 'element', set: setName, key: [ip] }]));
-              byName.set(setName, els);
-            }
-            b.sets.set(setName, { obj, elements: els, token: peer.pods });
+            peerSet(obj, f, peer.pods);
           }
+          const src = peerSource.get(peer);
+          if (src && recording) recording.push({ obj: b.sets.get(setName)!.obj as SetObj, family: f, policy: src.policy, peer: src.peer });
           out.push([{ match: peerSel(f), value: { set: setName } }, ...portMatch, verdict]);
         }
         return out;
@@ -359,12 +394,20 @@ export function compile(state: PolicyState, opts: CompileOptions): PolicyModel {
     }
   };
 
-  const effective: EffectiveDirection[] = effectivePolicies(state, (k) => localPods.has(k));
-  for (const eff of effective) {
-    const lp = localPods.get(eff.pod);
-    if (!lp) continue;
+  const cache = opts.cache;
+  const scope = JSON.stringify([families, denyAction]);
+  const prevChains = cache && cache.scope === scope ? cache.chains : new Map<string, CachedChain>();
+  const nextChains = new Map<string, CachedChain>();
+  let hits = 0;
+  let misses = 0;
+  const build = (key: string, dir: Direction): CachedChain | undefined => {
+    const eff = effectiveOf(state, key, dir);
+    if (!eff) return undefined;
     const bodies: Expr[][] = [[{ ctState: ['invalid'] }, { verdict: 'drop' }]];
+    const peers: CachedChain['peers'] = [];
+    recording = peers;
     for (const e of eff.allow) bodies.push(...entryRules(eff.direction, e));
+    recording = undefined;
     // Dedupe identical rules (several policies allowing the same thing).
     const seen = new Set<string>();
     const unique = bodies.filter((r) => {
@@ -376,16 +419,47 @@ export function compile(state: PolicyState, opts: CompileOptions): PolicyModel {
     const hash = sha(JSON.stringify([eff.direction, eff.policies, denyAction, unique]));
     const first = eff.policies[0]!;
     const name = hashedName(eff.direction === 'ingress' ? 'i' : 'e', hash, first.replace('/', '.'));
-    if (!b.chains.has(name)) {
+    let chain = b.chains.get(name);
+    if (!chain) {
       const rules: RuleObj[] = unique.map((rule) => ({ kind: 'rule', chain: name, rule }));
       rules.push(denyRule(name, denyAction, eff.direction, eff.policies));
-      b.chains.set(name, { obj: { kind: 'chain', name, comment: `${eff.direction} of pods isolated by ${eff.policies.join(' ')}` }, rules, hash, direction: eff.direction, policies: eff.policies });
+      chain = { obj: { kind: 'chain', name, comment: `${eff.direction} of pods isolated by ${eff.policies.join(' ')}` }, rules, hash, direction: eff.direction, policies: eff.policies };
+      b.chains.set(name, chain);
     }
-    lp[eff.direction] = name;
-    for (const ip of lp.ips) {
-      const map = DISPATCH[eff.direction][famOf(ip)];
-      b.set(b.sets.get(map)!.obj, [{ kind: 'element', set: map, key: [ip], value: { jump: name } }]);
+    const setNames = new Set<string>();
+    for (const r of unique) for (const x of r) if ('value' in x && x.value && typeof x.value === 'object' && 'set' in x.value) setNames.add((x.value as { set: string }).set);
+    const peerNames = new Set(peers.map((p) => p.obj.name));
+    return { name, chain, sets: [...setNames].filter((n) => !peerNames.has(n)).map((n) => b.sets.get(n)!), peers: peers.filter((p) => setNames.has(p.obj.name)) };
+  };
+  for (const key of [...localPods.keys()].sort()) {
+    const lp = localPods.get(key)!;
+    for (const dir of ['ingress', 'egress'] as const) {
+      const sig = effectiveSignature(state, key, dir);
+      if (sig === undefined) continue;
+      let c = nextChains.get(sig) ?? prevChains.get(sig);
+      if (c) {
+        hits++;
+        if (!b.chains.has(c.name)) b.chains.set(c.name, c.chain);
+        for (const s of c.sets) if (!b.sets.has(s.obj.name)) b.sets.set(s.obj.name, s);
+        for (const p of c.peers) if (!b.sets.has(p.obj.name)) peerSet(p.obj, p.family, peerMembers(state, p.policy, p.peer));
+      } else {
+        misses++;
+        c = build(key, dir);
+        if (!c) continue;
+      }
+      nextChains.set(sig, c);
+      lp[dir] = c.name;
+      for (const ip of lp.ips) {
+        const map = DISPATCH[dir][famOf(ip)];
+        b.set(b.sets.get(map)!.obj, [{ kind: 'element', set: map, key: [ip], value: { jump: c.name } }]);
+      }
     }
+  }
+  if (cache) {
+    cache.scope = scope;
+    cache.chains = nextChains;
+    cache.hits = hits;
+    cache.misses = misses;
   }
 
   const base = baseChains(families);

@@ -25,6 +25,7 @@
 // - Traffic from the destination pod's own node is always allowed (conn.fromNode).
 // - Invalid policies are skipped whole, with their reasons; they isolate nothing.
 // Decisions beyond the API text are in docs/policy.md.
+import { createHash } from 'node:crypto';
 import type { ClusterReader, Namespace, NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, Pod, Protocol } from '../cluster/types.js';
 import { bytesToIp, type Family } from '../util/ip.js';
 import { compileSelector, describeSelector, isEmptySelector, type LabelPredicate, type Labels } from './selector.js';
@@ -69,7 +70,7 @@ export interface PodInfo {
   addrs: Addr[];
 }
 
-type CompiledPeer =
+export type CompiledPeer =
   | { kind: 'pods'; index: number; namespaceSel: LabelPredicate | null; podSel: LabelPredicate; text: string }
   | { kind: 'ipBlock'; index: number; cidr: IpNet; except: IpNet[]; text: string };
 
@@ -204,8 +205,15 @@ export function effectivePolicyTypes(p: NetworkPolicy): { ingress: boolean; egre
 // every compiled policy, and with it the peer membership caches (PolicyState.from's
 // `prev`).
 const compiledMemo = new WeakMap<object, { json: string; c: CompiledPolicy | InvalidPolicy }>();
-function compilePolicyMemo(p: NetworkPolicy): CompiledPolicy | InvalidPolicy {
+const compiledById = new WeakMap<object, CompiledPolicy | InvalidPolicy>();
+function compilePolicyMemo(p: NetworkPolicy, immutable = false): CompiledPolicy | InvalidPolicy {
   if (typeof p !== 'object' || p === null) return compilePolicy(p);
+  if (immutable) {
+    // The caller promises objects are replaced, never changed in place: identity is content.
+    let c = compiledById.get(p);
+    if (!c) compiledById.set(p, (c = compilePolicyMemo(p)));
+    return c;
+  }
   const json = JSON.stringify(p);
   const hit = compiledMemo.get(p);
   if (hit && hit.json === json) return hit.c;
@@ -237,6 +245,32 @@ export function compilePolicy(p: NetworkPolicy): CompiledPolicy | InvalidPolicy 
 
 const isInvalid = (c: CompiledPolicy | InvalidPolicy): c is InvalidPolicy => 'reasons' in c;
 
+export interface StateOptions {
+  /** The state before a change: valid peer memberships are carried over (see PolicyState.from). */
+  prev?: PolicyState;
+  /**
+   * The input objects are never changed in place (a change replaces the object, as
+   * the agent's cluster view does): compiled policies and pod infos are reused by
+   * object identity, without comparing content.
+   */
+  immutable?: boolean;
+}
+
+function sortedHas(xs: readonly string[], k: string): boolean {
+  let lo = 0;
+  let hi = xs.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    const v = xs[mid]!;
+    if (v === k) return true;
+    if (v < k) lo = mid + 1;
+    else hi = mid - 1;
+  }
+  return false;
+}
+
+const podInfoById = new WeakMap<object, { info: PodInfo; sig: string }>();
+
 /**
  * The cluster state the evaluator reads, with its indices precomputed: namespace
  * labels, pods by key and by IP, compiled policies by namespace, and (lazily) the
@@ -262,24 +296,32 @@ export class PolicyState {
    * are still valid are carried over and only pods whose labels, namespace or
    * existence changed are re-tested (namespace label changes start afresh).
    */
-  static from(input: PolicyStateInput, opts: { prev?: PolicyState } = {}): PolicyState {
-    const s = new PolicyState(input);
+  static from(input: PolicyStateInput, opts: StateOptions = {}): PolicyState {
+    const s = new PolicyState(input, opts.immutable === true);
     if (opts.prev) s.inherit(opts.prev);
     return s;
   }
 
-  static fromReader(reader: Pick<ClusterReader, 'list'>, opts: { prev?: PolicyState } = {}): PolicyState {
+  static fromReader(reader: Pick<ClusterReader, 'list'>, opts: StateOptions = {}): PolicyState {
     return PolicyState.from({ namespaces: reader.list('Namespace'), pods: reader.list('Pod'), policies: reader.list('NetworkPolicy') }, opts);
   }
 
   private inherit(prev: PolicyState): void {
-    if (prev.namespaces.size !== this.namespaces.size) return;
-    for (const [n, l] of this.namespaces) if (JSON.stringify(prev.namespaces.get(n)) !== JSON.stringify(l)) return;
-    const changed: string[] = [];
-    for (const [k, sig] of this.podSig) if (prev.podSig.get(k) !== sig) changed.push(k);
-    for (const k of prev.podSig.keys()) if (!this.podSig.has(k)) changed.push(k);
+    // Peer membership depends on a pod's labels, its namespace's labels and its
+    // existence: a namespace whose labels changed (or that appeared or went) makes
+    // every pod in it a changed pod.
+    const changedNs = new Set<string>();
+    for (const [n, l] of this.namespaces) if (JSON.stringify(prev.namespaces.get(n)) !== JSON.stringify(l)) changedNs.add(n);
+    for (const n of prev.namespaces.keys()) if (!this.namespaces.has(n)) changedNs.add(n);
+    const changedSet = new Set<string>();
+    for (const [k, sig] of this.podSig) if (prev.podSig.get(k) !== sig) changedSet.add(k);
+    for (const k of prev.podSig.keys()) if (!this.podSig.has(k)) changedSet.add(k);
+    if (changedNs.size) {
+      for (const p of this.pods.values()) if (changedNs.has(p.namespace)) changedSet.add(p.key);
+      for (const p of prev.pods.values()) if (changedNs.has(p.namespace)) changedSet.add(p.key);
+    }
+    const changed = [...changedSet];
     const live = new Set(this.policies);
-    const changedSet = new Set(changed);
     const netOf = (p: PodInfo | undefined) => (p ? `${p.ips.join(',')}${JSON.stringify(p.namedPorts)}` : undefined);
     const sameNet = new Set(changed.filter((k) => this.pods.has(k) && netOf(this.pods.get(k)) === netOf(prev.pods.get(k))));
     for (const [peer, e] of prev.peerPodsCache) {
@@ -292,7 +334,8 @@ export class PolicyState {
       });
       // The list changes when a member leaves, a pod joins, or a member that stays
       // changed addresses or container ports (label-only changes of members do not).
-      const members = changed.length ? new Set(e.pods.filter((k) => changedSet.has(k))) : new Set<string>();
+      // e.pods is sorted: look the (few) changed pods up instead of scanning the members.
+      const members = new Set(changed.filter((k) => sortedHas(e.pods, k)));
       const nowSet = new Set(now);
       const differs = [...members].some((k) => !nowSet.has(k) || !sameNet.has(k)) || now.some((k) => !members.has(k));
       let pods = e.pods;
@@ -305,7 +348,7 @@ export class PolicyState {
     }
   }
 
-  private constructor(input: PolicyStateInput) {
+  private constructor(input: PolicyStateInput, immutable: boolean) {
     const addNs = (name: string, labels?: Record<string, string>) => {
       const prev = this.namespaces.get(name);
       // The API server always sets kubernetes.io/metadata.name to the name; so do we.
@@ -315,15 +358,21 @@ export class PolicyState {
     for (const pod of input.pods ?? []) {
       // Completed pods have no network (and their IPs may already be reused).
       if (pod.status?.phase && TERMINAL_PHASES.has(pod.status.phase)) continue;
-      const info = podInfo(pod);
+      let memo = immutable ? podInfoById.get(pod) : undefined;
+      if (!memo) {
+        const info = podInfo(pod);
+        memo = { info, sig: `${info.hostNetwork ? 'h' : ''}${info.ips.join(',')}${JSON.stringify(info.labels)}${JSON.stringify(info.namedPorts)}` };
+        if (immutable) podInfoById.set(pod, memo);
+      }
+      const info = memo.info;
       this.pods.set(info.key, info);
-      this.podSig.set(info.key, `${info.hostNetwork ? 'h' : ''}${info.ips.join(',')}${JSON.stringify(info.labels)}${JSON.stringify(info.namedPorts)}`);
+      this.podSig.set(info.key, memo.sig);
       if (!this.namespaces.has(info.namespace)) addNs(info.namespace);
       // hostNetwork pods share the node's address: an IP never resolves to them.
       if (info.hostNetwork) continue;
       for (const ip of info.ips) this.byIp.set(ip, this.byIp.has(ip) ? null : info);
     }
-    const compiled = (input.policies ?? []).map(compilePolicyMemo);
+    const compiled = (input.policies ?? []).map((p) => compilePolicyMemo(p, immutable));
     compiled.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
     for (const c of compiled) {
       if (isInvalid(c)) {
@@ -687,6 +736,20 @@ export interface EffectiveDirection {
 
 const namedGroupsCache = new WeakMap<readonly string[], Map<string, { peer: NormalizedPeer; ports: PortRange[] }[]>>();
 
+/** @internal The policy peer a normalized pods peer stands for (the compiler refreshes its members by it). */
+export const peerSource = new WeakMap<NormalizedPeer, { policy: CompiledPolicy; peer: CompiledPeer }>();
+
+function podsPeer(state: PolicyState, policy: CompiledPolicy, peer: CompiledPeer): NormalizedPeer {
+  const np: NormalizedPeer = { kind: 'pods', pods: peerPods(state, policy, peer) };
+  peerSource.set(np, { policy, peer });
+  return np;
+}
+
+/** @internal The pods a policy peer matches in this state (sorted; the same array while unchanged). */
+export function peerMembers(state: PolicyState, policy: CompiledPolicy, peer: CompiledPeer): readonly string[] {
+  return peerPods(state, policy, peer);
+}
+
 function peerPods(state: PolicyState, policy: CompiledPolicy, peer: CompiledPeer): string[] {
   let pods = state.peerPodsCache.get(peer)?.pods;
   if (!pods) {
@@ -721,100 +784,163 @@ function ipBlockText(peer: CompiledPeer & { kind: 'ipBlock' }): NormalizedPeer {
  */
 export function effectivePolicies(state: PolicyState, only?: (podKey: string) => boolean): EffectiveDirection[] {
   const out: EffectiveDirection[] = [];
-  const egressGroups = new Map<string, { peer: NormalizedPeer; ports: PortRange[] }[]>();
   const keys = [...state.pods.keys()].filter((k) => !only || only(k)).sort();
   for (const key of keys) {
-    const pod = state.pods.get(key)!;
     for (const dir of ['ingress', 'egress'] as const) {
-      const policies = state.isolating(key, dir);
-      if (policies.length === 0) continue;
-      const allow: AllowEntry[] = [];
-      for (const p of policies) {
-        for (const rule of (dir === 'ingress' ? p.ingress : p.egress)!) {
-          const peers: (CompiledPeer | null)[] = rule.peers ?? [null];
-          for (const peer of peers) {
-            const base = { policy: p.key, ruleIndex: rule.index, ...(peer ? { peerIndex: peer.index } : {}) };
-            const np: NormalizedPeer =
-              peer === null ? { kind: 'all' } : peer.kind === 'ipBlock' ? ipBlockText(peer) : { kind: 'pods', pods: peerPods(state, p, peer) };
-            if (rule.ports === null) {
-              allow.push({ ...base, peer: np, ports: null });
-              continue;
-            }
-            const numeric = rule.ports.map(numericPort).filter((x): x is PortRange => x !== undefined);
-            const named = rule.ports.filter((x): x is CompiledPort & { kind: 'named' } => x.kind === 'named');
-            if (dir === 'ingress') {
-              // The destination is this pod: resolve against its own container ports.
-              for (const n of named) {
-                const num = resolveNamed(pod, n.name, n.protocol);
-                if (num !== undefined) numeric.push({ protocol: n.protocol, port: num });
-              }
-              if (numeric.length) allow.push({ ...base, peer: np, ports: numeric });
-              continue;
-            }
-            if (numeric.length) allow.push({ ...base, peer: np, ports: numeric });
-            if (named.length === 0) continue;
-            // Egress named ports resolve per destination pod: group the destinations
-            // the peer can reach by what the names resolve to. This does not depend
-            // on the subject pod: computed once per (policy, rule, peer).
-            const gkey = `${p.key}|${rule.index}|${peer?.index ?? -1}`;
-            const cachedGroups = egressGroups.get(gkey);
-            if (cachedGroups) {
-              for (const g of cachedGroups) allow.push({ ...base, peer: g.peer, ports: g.ports });
-              continue;
-            }
-            let candidates: PodInfo[];
-            let family: Family | undefined;
-            // For a pod peer the groups depend only on its member list (the same array
-            // while no member changed labels, addresses or container ports) and the names.
-            const peerList = peer?.kind === 'pods' ? peerPods(state, p, peer) : undefined;
-            const namedSig = JSON.stringify(named.map((n) => [n.name, n.protocol]));
-            const crossState = peerList && namedGroupsCache.get(peerList)?.get(namedSig);
-            if (crossState) {
-              egressGroups.set(gkey, crossState);
-              for (const g of crossState) allow.push({ ...base, peer: g.peer, ports: g.ports });
-              continue;
-            }
-            if (peer === null) candidates = [...state.pods.values()].filter((x) => !x.hostNetwork);
-            else if (peer.kind === 'pods') candidates = peerList!.map((k) => state.pods.get(k)!);
-            else {
-              family = peer.cidr.family;
-              candidates = [...state.pods.values()].filter((x) => {
-                const addr = x.addrs.find((a) => a.family === family);
-                return !x.hostNetwork && addr !== undefined && peerMatches(state, p, peer, { pod: x, addr, label: x.key });
-              });
-            }
-            const groups = new Map<string, { ports: PortRange[]; pods: string[] }>();
-            for (const c of candidates) {
-              const ports: PortRange[] = [];
-              for (const n of named) {
-                const num = resolveNamed(c, n.name, n.protocol);
-                if (num !== undefined && !ports.some((x) => x.protocol === n.protocol && x.port === num)) ports.push({ protocol: n.protocol, port: num });
-              }
-              if (!ports.length) continue;
-              const sig = JSON.stringify(ports);
-              const g = groups.get(sig) ?? { ports, pods: [] };
-              g.pods.push(c.key);
-              groups.set(sig, g);
-            }
-            const list: { peer: NormalizedPeer; ports: PortRange[] }[] = [];
-            for (const g of groups.values()) {
-              g.pods.sort();
-              list.push({ peer: family ? { kind: 'pods', pods: g.pods, family } : { kind: 'pods', pods: g.pods }, ports: g.ports });
-            }
-            egressGroups.set(gkey, list);
-            if (peerList) {
-              let m = namedGroupsCache.get(peerList);
-              if (!m) namedGroupsCache.set(peerList, (m = new Map()));
-              m.set(namedSig, list);
-            }
-            for (const g of list) allow.push({ ...base, peer: g.peer, ports: g.ports });
-          }
-        }
-      }
-      out.push({ pod: key, direction: dir, policies: policies.map((x) => x.key), allow });
+      const e = effectiveOf(state, key, dir);
+      if (e) out.push(e);
     }
   }
   return out;
+}
+
+// Egress named-port groups per (policy, rule, peer): they do not depend on the subject
+// pod, so they are computed once per state.
+const egressGroupsOf = new WeakMap<PolicyState, Map<string, { peer: NormalizedPeer; ports: PortRange[] }[]>>();
+const objIds = new WeakMap<object, number>();
+let nextObjId = 1;
+const objId = (o: object): number => {
+  let id = objIds.get(o);
+  if (id === undefined) objIds.set(o, (id = nextObjId++));
+  return id;
+};
+const netSigOf = new WeakMap<PolicyState, string>();
+/** Addresses and container ports of every pod (what egress named ports to non-pod peers depend on). */
+function netSignature(state: PolicyState): string {
+  let s = netSigOf.get(state);
+  if (s === undefined) {
+    const parts: string[] = [];
+    for (const p of state.pods.values()) parts.push(`${p.key}${p.hostNetwork ? 'h' : ''}${p.ips.join(',')}${JSON.stringify(p.namedPorts)}`);
+    s = createHash('sha256').update(parts.join('\n')).digest('hex');
+    netSigOf.set(state, s);
+  }
+  return s;
+}
+
+/**
+ * A key that determines the compiled chain of effectiveOf(state, key, dir) (its
+ * rules; pod peer sets are named by identity, their members are not part of it):
+ * the isolating policies (compiled objects are memoized), the pod's own container
+ * ports (ingress named ports) and, for egress named ports, the peer's member list
+ * (the same array while no member joined, left or changed addresses or ports) or,
+ * for a non-pod peer, every pod's addresses and ports. Undefined when the pod is
+ * not isolated.
+ */
+export function effectiveSignature(state: PolicyState, key: string, dir: Direction): string | undefined {
+  // Not the pod's key: pods with equal signatures have equal allow lists.
+  const policies = state.isolating(key, dir);
+  if (policies.length === 0) return undefined;
+  const pod = state.pods.get(key)!;
+  const parts: (string | number)[] = [dir];
+  for (const p of policies) {
+    parts.push(objId(p));
+    for (const rule of (dir === 'ingress' ? p.ingress : p.egress)!) {
+      const named = rule.ports?.some((x) => x.kind === 'named') ?? false;
+      if (named && dir === 'ingress') parts.push(JSON.stringify(pod.namedPorts));
+      // Chains name pod peer sets by identity, not content: a member list matters to
+      // the chain only where egress named ports split it into groups.
+      if (!named || dir !== 'egress') continue;
+      for (const peer of rule.peers ?? [null]) {
+        if (peer?.kind === 'pods') parts.push(objId(peerPods(state, p, peer)));
+        else parts.push(netSignature(state));
+      }
+    }
+  }
+  return parts.join('|');
+}
+
+/** What one isolated (pod, direction) allows (see effectivePolicies); undefined when not isolated. */
+export function effectiveOf(state: PolicyState, key: string, dir: Direction): EffectiveDirection | undefined {
+  let egressGroups = egressGroupsOf.get(state);
+  if (!egressGroups) egressGroupsOf.set(state, (egressGroups = new Map()));
+  const pod = state.pods.get(key);
+  if (!pod) return undefined;
+  const policies = state.isolating(key, dir);
+  if (policies.length === 0) return undefined;
+  const allow: AllowEntry[] = [];
+  for (const p of policies) {
+    for (const rule of (dir === 'ingress' ? p.ingress : p.egress)!) {
+      const peers: (CompiledPeer | null)[] = rule.peers ?? [null];
+      for (const peer of peers) {
+        const base = { policy: p.key, ruleIndex: rule.index, ...(peer ? { peerIndex: peer.index } : {}) };
+        const np: NormalizedPeer =
+          peer === null ? { kind: 'all' } : peer.kind === 'ipBlock' ? ipBlockText(peer) : podsPeer(state, p, peer);
+        if (rule.ports === null) {
+          allow.push({ ...base, peer: np, ports: null });
+          continue;
+        }
+        const numeric = rule.ports.map(numericPort).filter((x): x is PortRange => x !== undefined);
+        const named = rule.ports.filter((x): x is CompiledPort & { kind: 'named' } => x.kind === 'named');
+        if (dir === 'ingress') {
+          // The destination is this pod: resolve against its own container ports.
+          for (const n of named) {
+            const num = resolveNamed(pod, n.name, n.protocol);
+            if (num !== undefined) numeric.push({ protocol: n.protocol, port: num });
+          }
+          if (numeric.length) allow.push({ ...base, peer: np, ports: numeric });
+          continue;
+        }
+        if (numeric.length) allow.push({ ...base, peer: np, ports: numeric });
+        if (named.length === 0) continue;
+        // Egress named ports resolve per destination pod: group the destinations
+        // the peer can reach by what the names resolve to. This does not depend
+        // on the subject pod: computed once per (policy, rule, peer).
+        const gkey = `${p.key}|${rule.index}|${peer?.index ?? -1}`;
+        const cachedGroups = egressGroups.get(gkey);
+        if (cachedGroups) {
+          for (const g of cachedGroups) allow.push({ ...base, peer: g.peer, ports: g.ports });
+          continue;
+        }
+        let candidates: PodInfo[];
+        let family: Family | undefined;
+        // For a pod peer the groups depend only on its member list (the same array
+        // while no member changed labels, addresses or container ports) and the names.
+        const peerList = peer?.kind === 'pods' ? peerPods(state, p, peer) : undefined;
+        const namedSig = JSON.stringify(named.map((n) => [n.name, n.protocol]));
+        const crossState = peerList && namedGroupsCache.get(peerList)?.get(namedSig);
+        if (crossState) {
+          egressGroups.set(gkey, crossState);
+          for (const g of crossState) allow.push({ ...base, peer: g.peer, ports: g.ports });
+          continue;
+        }
+        if (peer === null) candidates = [...state.pods.values()].filter((x) => !x.hostNetwork);
+        else if (peer.kind === 'pods') candidates = peerList!.map((k) => state.pods.get(k)!);
+        else {
+          family = peer.cidr.family;
+          candidates = [...state.pods.values()].filter((x) => {
+            const addr = x.addrs.find((a) => a.family === family);
+            return !x.hostNetwork && addr !== undefined && peerMatches(state, p, peer, { pod: x, addr, label: x.key });
+          });
+        }
+        const groups = new Map<string, { ports: PortRange[]; pods: string[] }>();
+        for (const c of candidates) {
+          const ports: PortRange[] = [];
+          for (const n of named) {
+            const num = resolveNamed(c, n.name, n.protocol);
+            if (num !== undefined && !ports.some((x) => x.protocol === n.protocol && x.port === num)) ports.push({ protocol: n.protocol, port: num });
+          }
+          if (!ports.length) continue;
+          const sig = JSON.stringify(ports);
+          const g = groups.get(sig) ?? { ports, pods: [] };
+          g.pods.push(c.key);
+          groups.set(sig, g);
+        }
+        const list: { peer: NormalizedPeer; ports: PortRange[] }[] = [];
+        for (const g of groups.values()) {
+          g.pods.sort();
+          list.push({ peer: family ? { kind: 'pods', pods: g.pods, family } : { kind: 'pods', pods: g.pods }, ports: g.ports });
+        }
+        egressGroups.set(gkey, list);
+        if (peerList) {
+          let m = namedGroupsCache.get(peerList);
+          if (!m) namedGroupsCache.set(peerList, (m = new Map()));
+          m.set(namedSig, list);
+        }
+        for (const g of list) allow.push({ ...base, peer: g.peer, ports: g.ports });
+      }
+    }
+  }
+  return { pod: key, direction: dir, policies: policies.map((x) => x.key), allow };
 }
 
 const netCache = new Map<string, IpNet>();

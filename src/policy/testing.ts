@@ -7,7 +7,7 @@ import type { Protocol } from '../cluster/types.js';
 import { FakeNft } from '../os/nft-fake.js';
 import { Tracer, explain, type Packet, type TraceResult } from '../os/nft-trace.js';
 import type { CtState, L4Proto } from '../os/nft.js';
-import { appliedFrom, compile, fullTransaction, planUpdate, type AppliedState, type CompileOptions, type PlanStats } from './compiler.js';
+import { appliedFrom, compile, CompileCache, fullTransaction, planUpdate, type AppliedState, type CompileOptions, type PlanStats } from './compiler.js';
 import type { PolicyState } from './evaluator.js';
 
 export interface SimNode {
@@ -15,6 +15,8 @@ export interface SimNode {
   nft: FakeNft;
   tracer: Tracer;
   applied?: AppliedState;
+  /** Used by incremental applies (full applies compile without a cache). */
+  cache: CompileCache;
   podCIDRs: string[];
 }
 
@@ -25,14 +27,14 @@ export class SimCluster {
   constructor(podCIDRs: ReadonlyMap<string, string | string[]>, private readonly opts: Omit<CompileOptions, 'nodeName' | 'podCIDRs'> = {}) {
     for (const [name, c] of podCIDRs) {
       const nft = new FakeNft();
-      this.nodes.set(name, { name, nft, tracer: new Tracer(nft), podCIDRs: typeof c === 'string' ? [c] : [...c] });
+      this.nodes.set(name, { name, nft, tracer: new Tracer(nft), cache: new CompileCache(), podCIDRs: typeof c === 'string' ? [c] : [...c] });
     }
   }
 
   /** Programs every node: incrementally (planUpdate) when possible, else in full. */
   apply(state: PolicyState, mode: 'incremental' | 'full' = 'incremental'): void {
     for (const n of this.nodes.values()) {
-      const model = compile(state, { ...this.opts, nodeName: n.name, podCIDRs: n.podCIDRs });
+      const model = compile(state, { ...this.opts, nodeName: n.name, podCIDRs: n.podCIDRs, ...(mode === 'incremental' ? { cache: n.cache } : {}) });
       const plan = mode === 'incremental' && n.applied ? planUpdate(n.applied, model) : undefined;
       if (plan) {
         n.nft.apply(plan.tx);

@@ -84,20 +84,30 @@ const bench: Benchmark = {
         const ctx: AgentContext = { nodeName: 'node-0', view, registry: new Registry(), log: logger('bench'), exec: realExec };
         const rec = new PolicyReconciler(ctx, { ensureBridgeNetfilter: false }, nft);
         await rec.sync({ full: true, changes: [] });
+        // Only changes that alter this node's enforcement count toward the target: a
+        // relabelled pod that no set or chain of node-0 depends on costs nothing, and
+        // timing those would flatter the figure. Candidates are tried until n effective
+        // changes were measured (the others are reported separately).
         const times: number[] = [];
         const ops: number[] = [];
+        const idle: number[] = [];
         const n = quick ? 5 : 15;
-        for (let i = 0; i < n; i++) {
+        for (let i = 0; times.length < n && i < n * 40; i++) {
           const p = structuredClone(c.pods[(i * 37) % c.pods.length]!) as Pod;
           p.metadata.labels = { ...p.metadata.labels, tier: i % 2 ? 'web' : 'db', app: `app-${(i * 7) % 20}` };
           put(p);
           const t0 = process.hrtime.bigint();
           await rec.sync({ full: false, changes: [] });
-          times.push(ms(t0));
-          ops.push(rec.lastStats?.ops ?? 0);
+          const took = ms(t0);
+          const o = rec.lastStats?.ops ?? 0;
+          if (o > 0) {
+            times.push(took);
+            ops.push(o);
+          } else idle.push(took);
         }
-        rows.push({ metric: 'one pod label change at 1,000 policies / 1,000 pods (partial sync: state, compile, diff, nft)', value: round(median(times), 1), unit: 'ms', target: '<= 50 ms', pass: median(times) <= 50 });
-        notes.push(`label change: median ${round(median(ops), 0)} nft operations per change (element adds/deletes in the affected peer sets)`);
+        rows.push({ metric: 'one pod label change at 1,000 policies / 1,000 pods that changes the node\'s nft state (partial sync: state, compile, diff, nft)', value: round(median(times), 1), unit: 'ms', target: '<= 50 ms', pass: times.length > 0 && median(times) <= 50 });
+        if (idle.length) rows.push({ metric: 'one pod label change that changes nothing on the node (recompute only)', value: round(median(idle), 1), unit: 'ms' });
+        notes.push(`label change: ${times.length} changes that altered the table (median ${round(median(ops), 0)} nft operations each), ${idle.length} that altered nothing on node-0`);
       }
 
       // ---- 3. throughput and connection rate between two pods of one node

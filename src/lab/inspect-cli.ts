@@ -141,7 +141,23 @@ export async function reachabilityCheck(s: LabState, view: LabView, o: { service
     const ns = svc.metadata.namespace ?? 'default';
     const src = running.filter((p) => nsOf(p) === ns).find((p) => ports(p).length === 0) ?? running.find((p) => nsOf(p) === ns);
     if (!src) continue;
-    run(src.spec.nodeName!, undefined, podKey(src), svc.metadata.name, { protocol: (sp.protocol ?? 'TCP') as 'TCP' | 'UDP', port: sp.port }, true);
+    // A service without ready endpoints is expected to refuse (the proxy rejects);
+    // one with endpoints to answer. The agents' proxies may still be catching up with
+    // the objects `up` just wrote, so a probe that disagrees is retried for a while.
+    const slices = view.endpointSlices.filter((e) => e.metadata.namespace === svc.metadata.namespace && e.metadata.labels?.['kubernetes.io/service-name'] === svc.metadata.name);
+    const ready = slices.some((e) => (e.endpoints ?? []).some((ep) => ep.conditions?.ready !== false));
+    const opts: ProbeOptions = { protocol: (sp.protocol ?? 'TCP') as 'TCP' | 'UDP', port: sp.port, timeoutMs };
+    const from = podKey(src);
+    jobs.push(
+      (async () => {
+        const deadline = Date.now() + 5000;
+        for (;;) {
+          const report = await probeFromPod(s, view, from, svc.metadata.name, opts);
+          if ((report.result === 'ok') === ready || Date.now() >= deadline) return { fromNode: src.spec.nodeName!, report, expected: ready };
+          await new Promise((r) => setTimeout(r, 250));
+        }
+      })(),
+    );
   }
   return Promise.all(jobs);
 }
@@ -156,8 +172,12 @@ export function formatCheck(lines: readonly CheckLine[]): string {
     const dest = `${r.to} ${r.protocol}${r.port !== null ? `/${r.port}` : ''}${r.to !== r.ip ? ` (${r.ip})` : ''}`;
     const verdict = !l.expected
       ? r.result === 'ok'
-        ? `FAILED: answered, but the NetworkPolicies deny it`
-        : `denied by NetworkPolicy, as expected (${r.result})`
+        ? l.toNode
+          ? `FAILED: answered, but the NetworkPolicies deny it`
+          : `FAILED: answered, but the service has no ready endpoints`
+        : l.toNode
+          ? `denied by NetworkPolicy, as expected (${r.result})`
+          : `no ready endpoints: ${r.result}, as expected`
       : r.result === 'ok'
         ? `ok${r.protocol !== 'ICMP' && r.answer ? ` "${r.answer}"` : ''}`
         : `FAILED: ${r.result}${r.error ? ` (${r.error})` : ''}`;

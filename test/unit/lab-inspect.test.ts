@@ -256,6 +256,9 @@ t.test('the reachability check lines: judged against what the NetworkPolicies ex
   t.match(out, /prod\/web3 TCP\/80 \(10\.244\.3\.2\): denied by NetworkPolicy, as expected \(timed out\)/);
   t.match(out, /prod\/web3 ICMP \(10\.244\.3\.2\): FAILED: answered, but the NetworkPolicies deny it/);
   t.same(lines.map(checkPassed), [true, true, false, true, false], 'a line passes when the kernel did what the policies say');
+  const empty = { fromNode: 'node1', expected: false, report: { from: 'dev/client', to: 'dev/empty', ip: '10.96.0.9', protocol: 'TCP' as const, port: 80, result: 'refused', answer: null, ms: 1 } };
+  t.match(formatCheck([empty]), /dev\/empty TCP\/80 \(10\.96\.0\.9\): no ready endpoints: refused, as expected/);
+  t.ok(checkPassed(empty), 'a service without ready endpoints is expected to refuse');
   t.equal(formatCheck([]), '');
 });
 

@@ -26,7 +26,7 @@ const USAGE = `usage: skiff lab <command> [--name NAME] [flags]
   node add                       add a node (next free index, a new pod CIDR, its agent)
   node remove NAME               remove a node: its agent, pods and namespace
   node restart NAME              restart a node's agent (kernel state and traffic stay)
-  matrix [--ports tcp/80,udp/81] [--namespaces x,y] [--json]
+  matrix [--port P [--protocol TCP|UDP|SCTP] | --ports tcp/80,udp/81] [--namespaces x,y] [--json]
                                  reachability measured in the kernel vs the policy
                                  evaluator ("!" marks a difference; exit 1 if any)
 
@@ -43,6 +43,8 @@ interface Args {
   json: boolean;
   rest: string[];
   ports?: string;
+  port?: string;
+  protocol?: string;
   namespaces?: string;
 }
 
@@ -66,6 +68,8 @@ function parse(argv: string[]): Args {
       a.nodes = n;
     } else if (x === '--json' || x === '-o=json') a.json = true;
     else if (x === '--ports') a.ports = val();
+    else if (x === '--port') a.port = val();
+    else if (x === '--protocol') a.protocol = val();
     else if (x === '--namespaces') a.namespaces = val();
     else if (x.startsWith('-')) throw new UsageError(`unknown flag ${JSON.stringify(x)}`);
     else a.rest.push(x);
@@ -211,7 +215,10 @@ export async function run(argv: string[]): Promise<number> {
         const { labMatrix, parseProbes } = await import('./matrix.js');
         let probes;
         try {
-          probes = a.ports ? parseProbes(a.ports) : undefined;
+          // --port P [--protocol X] is the one-probe spelling of --ports X/P.
+          if (a.protocol !== undefined && a.port === undefined) throw new Error(`--protocol: invalid value ${JSON.stringify(a.protocol)} without --port`);
+          const spec = a.port !== undefined ? [a.ports, `${(a.protocol ?? 'tcp').toLowerCase()}/${a.port}`].filter(Boolean).join(',') : a.ports;
+          probes = spec ? parseProbes(spec) : undefined;
         } catch (e) {
           throw new UsageError((e as Error).message);
         }

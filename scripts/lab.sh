@@ -83,7 +83,7 @@ if [ "$client" = "dev/client" ] && grep -q '"prod/web"' "$state" 2>/dev/null; th
   for i in 1 2 3; do "$skiff" lab probe --name "$name" dev/client web.dev --dns || true; done
   echo
   echo "== NetworkPolicy prod/only-from-prod: TCP/80 measured in the kernel next to the evaluator's verdicts"
-  "$skiff" lab matrix --name "$name" --ports tcp/80 || true
+  "$skiff" lab matrix --name "$name" --port 80 --protocol TCP || true
 fi
 echo
 "$skiff" lab status --name "$name"

@@ -194,11 +194,12 @@ export function servicePorts(svc: Service, problems: Problem[]): ServicePortInfo
   return out;
 }
 
-const epCompare = (a: EndpointInfo, b: EndpointInfo) => {
-  const x = ipToBigInt(a.ip);
-  const y = ipToBigInt(b.ip);
-  return x < y ? -1 : x > y ? 1 : a.port - b.port;
-};
+/** Endpoints sorted by address, then port; each address is converted once, not per comparison. */
+function sortEndpoints(eps: EndpointInfo[]): EndpointInfo[] {
+  const keyed = eps.map((e) => ({ e, k: ipToBigInt(e.ip) }));
+  keyed.sort((a, b) => (a.k < b.k ? -1 : a.k > b.k ? 1 : a.e.port - b.e.port));
+  return keyed.map((x) => x.e);
+}
 
 /**
  * Endpoints of one service port from the service's slices: the slice port with the
@@ -249,7 +250,7 @@ export function endpointsFor(info: ServicePortInfo, slices: readonly EndpointSli
       if (!prev || (!prev.ready && e.ready) || (!prev.serving && e.serving)) byAddr.set(k, e);
     }
   }
-  return [...byAddr.values()].sort(epCompare);
+  return sortEndpoints([...byAddr.values()]);
 }
 
 /** Ready endpoints; if there are none, serving-and-terminating ones (KEP-1669). */

@@ -11,16 +11,20 @@
 //   services            daddr . l4proto . dport vmap @service-ips
 //                       <node address> l4proto . dport vmap @service-nodeports
 //   service-H-ns/name/proto/port     per service port, cluster traffic: masquerade mark
-//                       for sources outside the cluster CIDR, affinity lookups, then
-//                       a cascade `numgen inc|random mod N-k 0 goto endpoint_k`:
-//                       exact round-robin (default) or uniform random, no set
+//                       for sources outside the cluster CIDR, then a cascade
+//                       `meta l4proto P numgen inc|random mod N-k 0 dnat to EP_k`:
+//                       exact round-robin (default) or uniform random, no set; with
+//                       session affinity, lookups first and the cascade goes to
+//                       endpoint chains instead
 //   external-H-...      per service port, external traffic (NodePort, externalIPs, LB):
 //                       eTP Cluster: mark + the service chain; eTP Local: pods and the
 //                       node go to the service chain, others to local endpoints only,
 //                       unmasqueraded (client IP preserved)
-//   endpoint-H-...__IP/port   hairpin mark (inline), affinity refresh, DNAT
+//   endpoint-H-...__IP/port   session affinity only: affinity refresh, DNAT
 //   affinity-H-...__IP/port   set of client IPs (flags dynamic,timeout) per endpoint
-//   masquerading        packets carrying the mark are masqueraded (mark cleared)
+//   masquerading        hairpin (saddr . daddr in @hairpin: an endpoint reaching itself
+//                       after DNAT) and packets carrying the mark are masqueraded
+//   hairpin             set of `EP . EP` for every endpoint programmed
 //   reject-chain        ICMP port unreachable
 //
 // NodePorts answer on the configured node IPs (`nodeport-ips`), or when none are
@@ -50,9 +54,10 @@ export interface RulesetConfig {
 }
 
 export interface FragElement {
-  map: 'service-ips' | 'service-nodeports' | 'no-endpoint-services' | 'no-endpoint-nodeports';
+  /** A verdict map, or the `hairpin` set (no value). */
+  map: 'service-ips' | 'service-nodeports' | 'no-endpoint-services' | 'no-endpoint-nodeports' | 'hairpin';
   key: Literal[];
-  value: VerdictExpr;
+  value?: VerdictExpr;
   comment?: string;
 }
 
@@ -70,7 +75,7 @@ const daddr = (f: IPFamily) => (f === 4 ? 'ip daddr' : 'ip6 daddr');
 const isV4 = (s: string) => !s.includes(':');
 const ofFamily = (list: readonly string[], f: IPFamily) => list.filter((x) => isV4(x) === (f === 4));
 
-export const MAP_TYPES: Record<FragElement['map'], { type: ('ipv4_addr' | 'ipv6_addr' | 'inet_proto' | 'inet_service')[]; withAddr: boolean }> = {
+export const MAP_TYPES: Record<Exclude<FragElement['map'], 'hairpin'>, { type: ('ipv4_addr' | 'ipv6_addr' | 'inet_proto' | 'inet_service')[]; withAddr: boolean }> = {
   'service-ips': { type: ['inet_proto', 'inet_service'], withAddr: true },
   'no-endpoint-services': { type: ['inet_proto', 'inet_service'], withAddr: true },
   'service-nodeports': { type: ['inet_proto', 'inet_service'], withAddr: false },
@@ -78,12 +83,22 @@ export const MAP_TYPES: Record<FragElement['map'], { type: ('ipv4_addr' | 'ipv6_
 };
 
 export function mapObjects(f: IPFamily): MapObj[] {
-  return (Object.keys(MAP_TYPES) as FragElement['map'][]).map((name) => ({
+  return (Object.keys(MAP_TYPES) as (keyof typeof MAP_TYPES)[]).map((name) => ({
     kind: 'map',
     name,
     type: MAP_TYPES[name].withAddr ? [addrType(f), ...MAP_TYPES[name].type] : [...MAP_TYPES[name].type],
     value: 'verdict',
   }));
+}
+
+/**
+ * `EP . EP` for every endpoint: after DNAT, a packet whose source and destination are
+ * the same endpoint is a pod reaching itself through a service (hairpin), and must be
+ * masqueraded so the reply comes back through the bridge. One set element per
+ * endpoint IP replaces a chain per endpoint that set a mark.
+ */
+export function hairpinSet(f: IPFamily): SetObj {
+  return { kind: 'set', name: 'hairpin', type: [addrType(f), addrType(f)], comment: 'endpoint . endpoint: hairpin traffic to masquerade' };
 }
 
 /** The condition "the destination is a NodePort address". */
@@ -110,7 +125,7 @@ export function staticObjects(f: IPFamily, cfg: RulesetConfig): NftObject[] {
     base('filter-output', 'filter', 'output', 'filter - 10'),
   );
   for (const name of ['services', 'masquerading', 'mark-for-masquerade', 'service-endpoints-check', 'nodeport-endpoints-check', 'reject-chain']) objs.push({ kind: 'chain', name });
-  objs.push(...mapObjects(f));
+  objs.push(...mapObjects(f), hairpinSet(f));
   if (nodeIPs.length > 0) {
     objs.push({ kind: 'set', name: 'nodeport-ips', type: [addrType(f)], comment: 'addresses NodePorts answer on' });
     for (const ip of nodeIPs) objs.push({ kind: 'element', set: 'nodeport-ips', key: [ip] });
@@ -128,6 +143,7 @@ export function staticObjects(f: IPFamily, cfg: RulesetConfig): NftObject[] {
     rule('filter-output', { ctState: ['new'] }, { jump: 'nodeport-endpoints-check' }),
     rule('services', { vmap: { set: 'service-ips' }, key: svcKey }),
     rule('services', ...nodePortMatch(f, cfg), { vmap: { set: 'service-nodeports' }, key: ['meta l4proto', 'th dport'] }),
+    rule('masquerading', { match: [saddr(f), daddr(f)], value: { set: 'hairpin' } }, { masquerade: true, fullyRandom: true }),
     rule('masquerading', { markMask: MASQ_MARK, value: 0 }, { verdict: 'return' }),
     rule('masquerading', { setMark: MASQ_MARK, how: 'xor' }),
     rule('masquerading', { masquerade: true, fullyRandom: true }),
@@ -161,11 +177,16 @@ export function affinitySetName(sp: ServicePortState, ep: EndpointInfo): string 
   return hashedName('affinity', `${sp.info.family}/${id}/${sp.info.affinityTimeout}`, id);
 }
 
-/** Affinity lookups (sticky clients first), then the balancing rule, over `eps`. */
+/**
+ * The balancing rules over `eps`. Without session affinity, each rule DNATs directly
+ * (one chain per service port). With affinity, sticky clients are looked up first and
+ * the cascade goes to per-endpoint chains, which refresh the client's affinity entry.
+ */
 function balanceRules(sp: ServicePortState, eps: EndpointInfo[], cfg: RulesetConfig): Expr[][] {
   const f = sp.info.family;
   const rules: Expr[][] = [];
-  if (sp.info.affinityTimeout !== undefined) {
+  const affinity = sp.info.affinityTimeout !== undefined;
+  if (affinity) {
     for (const ep of eps) rules.push([{ match: saddr(f), value: { set: affinitySetName(sp, ep) } }, { goto: endpointChainName(sp, ep) }]);
   }
   // A cascade, not `numgen ... vmap { ... }`: each anonymous verdict map is a set of
@@ -175,9 +196,10 @@ function balanceRules(sp: ServicePortState, eps: EndpointInfo[], cfg: RulesetCon
   // from its own generator modulo N-k: with `inc` the endpoints come in exact rotation
   // (0, 1, ..., N-1, 0, ...), with `random` each has probability 1/N.
   const mode = cfg.balancing === 'random' ? 'random' : 'inc';
+  const proto = sp.info.protocol.toLowerCase();
   eps.forEach((ep, k) => {
-    const target = { goto: endpointChainName(sp, ep) };
-    rules.push(k < eps.length - 1 ? [{ numgenMatch: mode, mod: eps.length - k, value: 0 }, target] : [target]);
+    const pick: Expr[] = k < eps.length - 1 ? [{ numgenMatch: mode, mod: eps.length - k, value: 0 }] : [];
+    rules.push(affinity ? [...pick, { goto: endpointChainName(sp, ep) }] : [{ match: 'meta l4proto', value: proto }, ...pick, { dnat: ep.ip, port: ep.port }]);
   });
   return rules;
 }
@@ -239,18 +261,14 @@ export function serviceFragment(f: IPFamily, cfg: RulesetConfig, ports: readonly
       }
     }
 
-    // Endpoint chains (and affinity sets) for every endpoint some chain balances to.
+    // Hairpin elements for every endpoint some chain balances to; endpoint chains (and
+    // affinity sets) only with session affinity.
     for (const ep of used.values()) {
-      // Hairpin: the mark inline rather than a jump to mark-for-masquerade (one jump per
-      // endpoint was a third of a full sync's kernel time).
-      const rules: Expr[][] = [[{ match: saddr(f), value: ep.ip }, { setMark: MASQ_MARK, how: 'or' }]];
-      if (i.affinityTimeout !== undefined) {
-        const set = affinitySetName(sp, ep);
-        frag.sets.set(set, { kind: 'set', name: set, type: [addrType(f)], flags: ['dynamic', 'timeout'], timeout: i.affinityTimeout });
-        rules.push([{ update: set, key: [saddr(f)] }]);
-      }
-      rules.push([{ match: 'meta l4proto', value: proto }, { dnat: ep.ip, port: ep.port }]);
-      frag.chains.set(endpointChainName(sp, ep), rules);
+      frag.elements.push({ map: 'hairpin', key: [ep.ip, ep.ip] });
+      if (i.affinityTimeout === undefined) continue;
+      const set = affinitySetName(sp, ep);
+      frag.sets.set(set, { kind: 'set', name: set, type: [addrType(f)], flags: ['dynamic', 'timeout'], timeout: i.affinityTimeout });
+      frag.chains.set(endpointChainName(sp, ep), [[{ update: set, key: [saddr(f)] }], [{ match: 'meta l4proto', value: proto }, { dnat: ep.ip, port: ep.port }]]);
     }
   }
   return frag;

@@ -17,7 +17,7 @@
 // wins, deterministically, whatever order changes arrive in.
 import { Transaction, keyString, type Expr, type KeyType, type MapObj, type NftObject, type SetObj, type VerdictExpr } from '../os/nft.js';
 import type { IPFamily } from './model.js';
-import { PROXY_TABLE, mapObjects, type FragElement, type Fragment } from './ruleset.js';
+import { PROXY_TABLE, hairpinSet, mapObjects, type FragElement, type Fragment } from './ruleset.js';
 
 interface Claim {
   el: FragElement;
@@ -45,7 +45,7 @@ export interface Plan {
 
 const rulesHash = (rules: readonly (readonly Expr[])[]) => JSON.stringify(rules);
 const setHash = (s: SetObj) => JSON.stringify([s.type, s.flags, s.timeout]);
-const verdictStr = (v: VerdictExpr) => JSON.stringify(v);
+const verdictStr = (v: VerdictExpr | undefined) => (v === undefined ? '' : JSON.stringify(v));
 
 export class TableState {
   readonly family: IPFamily;
@@ -56,6 +56,8 @@ export class TableState {
   private readonly dirty = new Set<string>();
   /** "map|key" -> claiming service -> element. */
   private readonly claims = new Map<string, Map<string, Claim>>();
+  /** Verdict-map keys claimed by more than one service (kept incrementally: O(1) per sync). */
+  private readonly contested = new Set<string>();
   /** What the kernel holds (as far as we know). */
   private readonly kChains = new Map<string, string>();
   private readonly kSets = new Map<string, string>();
@@ -64,14 +66,15 @@ export class TableState {
   private readonly stale = new Map<string, { kind: 'chain' | 'set'; gen: number }>();
   private generation = 0;
   private needRebuild = true;
-  private readonly maps: Map<string, MapObj>;
+  /** The verdict maps and the hairpin set: the containers of fragment elements. */
+  private readonly maps: Map<string, MapObj | SetObj>;
 
   constructor(
     family: IPFamily,
     private staticObjs: NftObject[],
   ) {
     this.family = family;
-    this.maps = new Map(mapObjects(family).map((m) => [m.name, m]));
+    this.maps = new Map<string, MapObj | SetObj>([...mapObjects(family), hairpinSet(family)].map((m) => [m.name, m]));
   }
 
   /** Forces the next plan to rebuild the whole table (after a failure, or on start). */
@@ -119,6 +122,8 @@ export class TableState {
     let m = this.claims.get(k);
     if (!m) this.claims.set(k, (m = new Map()));
     m.set(svc, { el, valueStr: verdictStr(el.value) });
+    // Several services sharing an endpoint share its hairpin element: not a conflict.
+    if (m.size > 1 && el.map !== 'hairpin') this.contested.add(k);
   }
 
   private unclaim(svc: string, el: FragElement): void {
@@ -126,6 +131,7 @@ export class TableState {
     const m = this.claims.get(k);
     if (!m) return;
     m.delete(svc);
+    if (m.size <= 1) this.contested.delete(k);
     if (m.size === 0) this.claims.delete(k);
   }
 
@@ -141,7 +147,7 @@ export class TableState {
   /** Element keys claimed by more than one service (for logging). */
   conflicts(): { key: string; services: string[] }[] {
     const out: { key: string; services: string[] }[] = [];
-    for (const [k, m] of this.claims) if (m.size > 1) out.push({ key: k, services: [...m.keys()].sort() });
+    for (const k of this.contested) out.push({ key: k, services: [...this.claims.get(k)!.keys()].sort() });
     return out;
   }
 
@@ -216,7 +222,7 @@ export class TableState {
   }
 
   private elementObj(el: FragElement): NftObject {
-    return { kind: 'element', set: el.map, key: el.key, value: el.value, ...(el.comment !== undefined ? { comment: el.comment } : {}) };
+    return { kind: 'element', set: el.map, key: el.key, ...(el.value !== undefined ? { value: el.value } : {}), ...(el.comment !== undefined ? { comment: el.comment } : {}) };
   }
 
   private planIncremental(): Plan {

@@ -162,17 +162,26 @@ if (requireRoot(t)) {
     t.match(lo, /^ECONNREFUSED/);
   });
 
-  t.test('partial sync: scaling down changes the rotation; the stale chain is deleted later', async (t) => {
-    const before = (await nft.list('skiff-proxy', 'ip'))!.chains.filter((c) => c.name.startsWith('endpoint-')).length;
+  t.test('partial sync: scaling down changes the rotation and the hairpin set; the chain of a removed service is deleted later', async (t) => {
+    const hairpin = () => sh(node.name, 'nft', 'list', 'set', 'ip', 'skiff-proxy', 'hairpin');
     let changes = view.put(slice('web', eps.slice(0, 2), udpPorts));
     await proxier.sync({ full: false, changes });
     const r = await client(pod.name, TCP_CLIENT, '10.96.0.10', '80', '4');
     t.same(r.map((l) => l.split(' ')[0]), ['b1', 'b2', 'b1', 'b2']);
-    t.equal((await nft.list('skiff-proxy', 'ip'))!.chains.filter((c) => c.name.startsWith('endpoint-')).length, before, 'stale chains flushed, not yet deleted');
-    await proxier.sync({ full: false, changes: [] });
-    t.equal((await nft.list('skiff-proxy', 'ip'))!.chains.filter((c) => c.name.startsWith('endpoint-')).length, before - 2, 'deleted in the next transaction (TCP and UDP port)');
+    t.notMatch(hairpin(), new RegExp(`${eps[2]!.replace(/\./g, '\\.')} \\.`), 'the removed endpoint left the hairpin set');
     changes = view.put(slice('web', eps, udpPorts));
     await proxier.sync({ full: false, changes });
+    t.match(hairpin(), new RegExp(`${eps[2]!.replace(/\./g, '\\.')} \\.`), 'and is back');
+
+    const serviceChains = async () => (await nft.list('skiff-proxy', 'ip'))!.chains.filter((c) => c.name.startsWith('service-')).length;
+    changes = view.put(svc('tmp', { clusterIP: '10.96.0.13' }), slice('tmp', [eps[0]!]));
+    await proxier.sync({ full: false, changes });
+    const before = await serviceChains();
+    changes = [...view.remove('Service', 'default/tmp'), ...view.remove('EndpointSlice', 'default/tmp-abc')];
+    await proxier.sync({ full: false, changes });
+    t.equal(await serviceChains(), before, 'the stale chain is flushed, not yet deleted');
+    await proxier.sync({ full: false, changes: [] });
+    t.equal(await serviceChains(), before - 1, 'deleted in the next transaction');
   });
 
   t.test('stale UDP conntrack entries of a removed endpoint are deleted', async (t) => {

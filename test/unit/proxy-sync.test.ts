@@ -45,19 +45,34 @@ t.test('partial sync of one endpoint change writes only that service', async (t)
   t.ok(opsOf(first).some((op) => op.verb === 'delete' && op.obj.kind === 'table'), 'first sync rebuilds (adopts) the table');
   t.ok(opsOf(first).length > 50 * 5);
 
-  // Replace one endpoint of s7: one endpoint chain added, the service chain rewritten, the old endpoint chain flushed.
+  // Replace one endpoint of s7: the service chain (its DNAT cascade) is rewritten and
+  // the hairpin set's element of the old endpoint is swapped for the new one's.
   const changes = h.view.put(slice('s7', [...ips(7, 2), '10.244.7.99']));
   await h.proxier.sync({ full: false, changes });
   const tx = h.nft.history.at(-1);
-  t.same(summary(tx), { 'add chain': 1, 'flush chain': 2, 'add rule': 6 }, JSON.stringify(tx?.toText()));
-  t.ok(names(tx).every((n) => n.includes('default/s7/')), 'only s7 chains');
+  t.same(summary(tx), { 'flush chain': 1, 'add rule': 4, 'delete element': 1, 'add element': 1 }, JSON.stringify(tx?.toText()));
+  t.ok(names(tx).every((n) => n.includes('default/s7/') || n === 'hairpin'), 'only s7 chains');
+  t.match(tx?.toText() ?? '', /delete element ip skiff-proxy hairpin \{ 10\.244\.7\.12 \. 10\.244\.7\.12 \}/);
+  t.equal(h.nft.dump(), await reference(h), 'equals a from-scratch sync');
+});
+
+t.test('with session affinity, the chain of a removed endpoint is flushed, then deleted in the next transaction', async (t) => {
+  const h = await populated(20);
+  const aff = { clusterIP: '10.96.9.7', affinity: true as const };
+  await h.proxier.sync({ full: false, changes: h.view.put(svc('sticky', aff), slice('sticky', ips(77, 3))) });
+  const changes = h.view.put(slice('sticky', [...ips(77, 2), '10.244.77.99']));
+  await h.proxier.sync({ full: false, changes });
+  const tx = h.nft.history.at(-1);
+  t.equal(summary(tx)['add chain'], 1, 'the new endpoint chain');
+  t.equal(summary(tx)['flush chain'], 2, 'the service chain rewritten, the old endpoint chain flushed');
+  t.ok(names(tx).every((n) => n.includes('default/sticky/') || n === 'hairpin'), 'only sticky chains and sets');
   t.equal(h.proxier.lastStats.get(4)?.chainsFlushedStale, 1);
 
-  // The next sync (even without changes) deletes the chain that went stale.
+  // The next sync (even without changes) deletes the chain that went stale, and its affinity set.
   await h.proxier.sync({ full: false, changes: [] });
   const tx2 = h.nft.history.at(-1);
-  t.same(summary(tx2), { 'delete chain': 1 });
-  t.match(names(tx2)[0], /^endpoint-.*__10\.244\.7\.12\/8080$/);
+  t.same(summary(tx2), { 'delete chain': 1, 'delete set': 1 });
+  t.match(names(tx2).join(' '), /endpoint-.*__10\.244\.77\.12\/8080/);
   t.equal(h.nft.dump(), await reference(h), 'equals a from-scratch sync');
 });
 
@@ -65,7 +80,7 @@ t.test('adding, changing and deleting services: map elements are diffed', async 
   const h = await populated(20);
   let changes: Change[] = h.view.put(svc('new', { clusterIP: '10.96.9.9' }), slice('new', ['10.244.9.1']));
   await h.proxier.sync({ full: false, changes });
-  t.same(summary(h.nft.history.at(-1)), { 'add chain': 2, 'add rule': 4, 'add element': 1 });
+  t.same(summary(h.nft.history.at(-1)), { 'add chain': 1, 'add rule': 2, 'add element': 2 }, 'one chain, its element, the hairpin element');
 
   changes = h.view.put(svc('new', { clusterIP: '10.96.9.9', ports: [{ name: 'http', port: 81, targetPort: 8080 }] }));
   await h.proxier.sync({ full: false, changes });
@@ -75,9 +90,9 @@ t.test('adding, changing and deleting services: map elements are diffed', async 
 
   changes = [...h.view.remove('Service', 'default/new'), ...h.view.remove('EndpointSlice', 'default/new-abc')];
   await h.proxier.sync({ full: false, changes });
-  t.same(summary(h.nft.history.at(-1)), { 'delete element': 1, 'flush chain': 2 });
+  t.same(summary(h.nft.history.at(-1)), { 'delete element': 2, 'flush chain': 1 });
   await h.proxier.sync({ full: false, changes: [] });
-  t.same(summary(h.nft.history.at(-1)), { 'delete chain': 2 });
+  t.same(summary(h.nft.history.at(-1)), { 'delete chain': 1 });
   t.equal(h.nft.dump(), await reference(h));
 
   // A service losing all endpoints moves from service-ips to no-endpoint-services (reject).

@@ -305,6 +305,8 @@ export function canonLiteral(type: KeyType, v: Literal, interval = true): string
     case 'ipv6_addr': {
       const fam = type === 'ipv4_addr' ? 4 : 6;
       if (typeof v !== 'string') return bad('not an address');
+      // The common case first: a plain address (no prefix, no range) needs no regex.
+      if (!v.includes('/') && !v.includes('-')) return canonIp(v, fam) ?? bad(`not an IPv${fam} address`);
       const max = fam === 4 ? 32 : 128;
       const pm = /^([^/]+)\/(\d{1,3})$/.exec(v);
       if (pm) {

@@ -8,6 +8,7 @@
 //
 //   forward (filter, hook forward, priority 0: after service DNAT at -100)
 //     ct state established,related accept
+//     meta l4proto icmpv6 ct state untracked accept  (IPv6 only: neighbour discovery)
 //     ip  saddr vmap @egress4      -> jump to the source pod's egress chain
 //     ip6 saddr vmap @egress6
 //     ip  daddr vmap @ingress4     -> jump to the destination pod's ingress chain
@@ -250,6 +251,14 @@ export function baseChains(families: Family[]): { obj: ChainObj; rules: RuleObj[
   const fwd: ChainObj = { kind: 'chain', name: 'forward', type: 'filter', hook: 'forward', priority: POLICY_PRIORITY, policy: 'accept', comment: 'NetworkPolicy: pod to pod, after service DNAT' };
   const inp: ChainObj = { kind: 'chain', name: 'input', type: 'filter', hook: 'input', priority: POLICY_PRIORITY, policy: 'accept', comment: 'NetworkPolicy: pod egress to this node' };
   const est = (chain: string): RuleObj => ({ kind: 'rule', chain, rule: [{ ctState: ['established', 'related'] }, { verdict: 'accept' }] });
+  // IPv6 neighbour discovery (and MLD) is ICMPv6, so unlike ARP it crosses these
+  // hooks (bridged same-node traffic through br_netfilter, a pod's answers to its
+  // gateway through input). Dropping it cuts off every pod the policies isolate,
+  // allowed connections included. conntrack marks exactly these ICMPv6 types
+  // untracked (nf_conntrack_proto_icmpv6.c, noct_valid_new), so they are accepted
+  // by that mark; other ICMPv6 (echo, errors of unknown flows) is judged as before.
+  const nd = (chain: string): RuleObj[] =>
+    families.includes(6) ? [{ kind: 'rule', chain, rule: [{ match: 'meta l4proto', value: 'icmpv6' }, { ctState: ['untracked'] }, { verdict: 'accept' }], comment: 'IPv6 neighbour discovery and MLD' }] : [];
   const disp = (chain: string, dir: Direction, f: Family): RuleObj => ({
     kind: 'rule',
     chain,
@@ -266,13 +275,14 @@ export function baseChains(families: Family[]): { obj: ChainObj; rules: RuleObj[
       obj: fwd,
       rules: [
         est('forward'),
+        ...nd('forward'),
         ...families.map((f) => guard('forward', SADDR, f)),
         ...families.map((f) => guard('forward', DADDR, f)),
         ...families.map((f) => disp('forward', 'egress', f)),
         ...families.map((f) => disp('forward', 'ingress', f)),
       ],
     },
-    { obj: inp, rules: [est('input'), ...families.map((f) => guard('input', SADDR, f)), ...families.map((f) => disp('input', 'egress', f))] },
+    { obj: inp, rules: [est('input'), ...nd('input'), ...families.map((f) => guard('input', SADDR, f)), ...families.map((f) => disp('input', 'egress', f))] },
   ];
 }
 

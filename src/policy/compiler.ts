@@ -84,6 +84,12 @@ export interface CompileOptions {
    * with `prev` (PolicyState.from), which keep unaffected member lists.
    */
   cache?: CompileCache;
+  /**
+   * Records what every generated set and chain name stands for and reports any name
+   * asked for with two different contents in `PolicyModel.nameConflicts` (tests:
+   * names must be injective; costs a JSON string per name, so off by default).
+   */
+  checkNames?: boolean;
 }
 
 interface CachedChain {
@@ -150,6 +156,8 @@ export interface PolicyModel {
   policyCount: number;
   /** Policies skipped as invalid, with reasons. */
   invalid: { key: string; reasons: string[] }[];
+  /** With CompileOptions.checkNames: names that were asked for with two different contents. */
+  nameConflicts?: { name: string; definitions: string[] }[];
 }
 
 export const GUARD_SETS = { podnet: { 4: 'podnet4', 6: 'podnet6' }, known: { 4: 'known4', 6: 'known6' } } as const;
@@ -291,6 +299,14 @@ export function compile(state: PolicyState, opts: CompileOptions): PolicyModel {
   const families = familiesOf(state, opts);
   const denyAction = opts.denyAction ?? 'drop';
   const b = new Builder();
+  // checkNames: name -> the distinct contents it was asked for.
+  const defs = opts.checkNames ? new Map<string, Set<string>>() : undefined;
+  const define = (name: string, what: () => unknown): void => {
+    if (!defs) return;
+    let d = defs.get(name);
+    if (!d) defs.set(name, (d = new Set()));
+    d.add(JSON.stringify(what()));
+  };
   for (const dir of ['ingress', 'egress'] as const) {
     for (const f of families) b.set({ kind: 'map', name: DISPATCH[dir][f], type: [ADDR_TYPE[f]], value: 'verdict', comment: `${dir} dispatch by pod IPv${f}` });
   }
@@ -332,6 +348,7 @@ export function compile(state: PolicyState, opts: CompileOptions): PolicyModel {
     if (known) return known;
     const els = portElements(ports);
     const name = hashedName('pt', JSON.stringify(els), els.map(([p, r]) => `${p}${r}`).join('.'));
+    define(name, () => ['ports', els]);
     if (!b.sets.has(name)) b.set({ kind: 'set', name, type: PORT_TYPE, flags: ['interval'] }, els.map(([p, r]) => ({ kind: 'element', set: name, key: [p, r] })));
     portSetNames.set(key, name);
     return name;
@@ -345,6 +362,7 @@ export function compile(state: PolicyState, opts: CompileOptions): PolicyModel {
     if (known) return known;
     const { family, elements } = cidrElements(cidrs);
     const name = hashedName(`${prefix}${family}`, elements.join(','), cidrs[0]!);
+    define(name, () => ['block', family, elements]);
     if (!b.sets.has(name)) b.set({ kind: 'set', name, type: [ADDR_TYPE[family]], flags: ['interval'] }, elements.map((e) => ({ kind: 'element', set: name, key: [e] })));
     blockNames.set(key, { name, family });
     return { name, family };
@@ -381,10 +399,16 @@ export function compile(state: PolicyState, opts: CompileOptions): PolicyModel {
       case 'pods': {
         const out: Expr[][] = [];
         const peer = e.peer;
-        const portsSig = peer.family !== undefined || dir === 'egress' ? JSON.stringify(e.ports) : '';
+        // A policy peer's own set ("sel": every pod it selects) is one per (policy,
+        // direction, rule, peer, family). An egress named-port group ("grp": the pods
+        // of a peer whose names resolve to these ports) is one per ports list besides;
+        // the tag keeps a group whose ports equal the rule's numeric ports from
+        // sharing the peer's set (same name, fewer members).
+        const selected = peerSource.has(peer);
+        const portsSig = selected ? '' : JSON.stringify(e.ports);
         for (const f of families) {
           if (peer.family !== undefined && peer.family !== f) continue;
-          const identity = `peer|${e.policy}|${dir}|${e.ruleIndex}|${e.peerIndex ?? '-'}|${f}|${portsSig}`;
+          const identity = `peer|${selected ? 'sel' : 'grp'}|${e.policy}|${dir}|${e.ruleIndex}|${e.peerIndex ?? '-'}|${f}|${portsSig}`;
           let setName = peerSetNames.get(identity);
           if (setName === undefined) {
             const [ns, name] = e.policy.split('/') as [string, string];
@@ -395,6 +419,7 @@ export function compile(state: PolicyState, opts: CompileOptions): PolicyModel {
             const obj: SetObj = { kind: 'set', name: setName, type: [ADDR_TYPE[f]], comment: `${e.policy} ${dir}[${e.ruleIndex}] peer ${e.peerIndex ?? '*'}` };
             peerSet(obj, f, peer.pods);
           }
+          define(setName, () => ['pods', f, podIps(peer.pods, f)]);
           const src = peerSource.get(peer);
           if (src && recording) recording.push({ obj: b.sets.get(setName)!.obj as SetObj, family: f, policy: src.policy, peer: src.peer });
           out.push([{ match: peerSel(f), value: { set: setName } }, ...portMatch, verdict]);
@@ -436,6 +461,7 @@ export function compile(state: PolicyState, opts: CompileOptions): PolicyModel {
       chain = { obj: { kind: 'chain', name, comment: `${eff.direction} of pods isolated by ${eff.policies.join(' ')}` }, rules, hash, direction: eff.direction, policies: eff.policies };
       b.chains.set(name, chain);
     }
+    define(`chain ${name}`, () => hash);
     const setNames = new Set<string>();
     for (const r of unique) for (const x of r) if ('value' in x && x.value && typeof x.value === 'object' && 'set' in x.value) setNames.add((x.value as { set: string }).set);
     const peerNames = new Set(peers.map((p) => p.obj.name));
@@ -452,6 +478,12 @@ export function compile(state: PolicyState, opts: CompileOptions): PolicyModel {
         if (!b.chains.has(c.name)) b.chains.set(c.name, c.chain);
         for (const s of c.sets) if (!b.sets.has(s.obj.name)) b.sets.set(s.obj.name, s);
         for (const p of c.peers) if (!b.sets.has(p.obj.name)) peerSet(p.obj, p.family, peerMembers(state, p.policy, p.peer));
+        if (defs) {
+          const hit = c;
+          define(`chain ${hit.name}`, () => hit.chain.hash);
+          for (const p of hit.peers) define(p.obj.name, () => ['pods', p.family, podIps(peerMembers(state, p.policy, p.peer), p.family)]);
+          for (const st of hit.sets) if (st.token) define(st.obj.name, () => ['pods', st.obj.type[0] === 'ipv6_addr' ? 6 : 4, [...st.elements.keys()].sort()]);
+        }
       } else {
         misses++;
         c = build(key, dir);
@@ -484,6 +516,7 @@ export function compile(state: PolicyState, opts: CompileOptions): PolicyModel {
     policyNamespaces: [...new Set(state.policies.map((p) => p.namespace))].sort(),
     policyCount: state.policies.length,
     invalid: state.invalid.map((i) => ({ key: i.key, reasons: i.reasons })),
+    ...(defs ? { nameConflicts: [...defs].filter(([, d]) => d.size > 1).map(([name, d]) => ({ name, definitions: [...d] })) } : {}),
   };
 }
 

@@ -127,6 +127,8 @@ export interface ModelSet {
   elements: Map<string, ElementObj>;
   /** Identity of the elements' source (a peer's pod list): equal tokens, equal elements. */
   token?: object;
+  /** Named by its content (port and ipBlock sets): the same name always holds the same elements. */
+  byContent?: true;
 }
 
 /** Peer-set elements by source pod list and set name, reused while the list is the same array. */
@@ -245,9 +247,7 @@ class Builder {
 
 function familiesOf(state: PolicyState, opts: CompileOptions): Family[] {
   if (opts.families?.length) return [...new Set(opts.families)].sort();
-  const fams = new Set<Family>([4]);
-  for (const p of state.pods.values()) for (const ip of p.ips) fams.add(famOf(ip));
-  return [...fams].sort();
+  return [...new Set<Family>([4, ...state.ipFamilies])].sort();
 }
 
 function denyRule(chain: string, action: DenyAction, dir: Direction, policies: string[]): RuleObj {
@@ -349,7 +349,10 @@ export function compile(state: PolicyState, opts: CompileOptions): PolicyModel {
     const els = portElements(ports);
     const name = hashedName('pt', JSON.stringify(els), els.map(([p, r]) => `${p}${r}`).join('.'));
     define(name, () => ['ports', els]);
-    if (!b.sets.has(name)) b.set({ kind: 'set', name, type: PORT_TYPE, flags: ['interval'] }, els.map(([p, r]) => ({ kind: 'element', set: name, key: [p, r] })));
+    if (!b.sets.has(name)) {
+      b.set({ kind: 'set', name, type: PORT_TYPE, flags: ['interval'] }, els.map(([p, r]) => ({ kind: 'element', set: name, key: [p, r] })));
+      b.sets.get(name)!.byContent = true;
+    }
     portSetNames.set(key, name);
     return name;
   };
@@ -363,7 +366,10 @@ export function compile(state: PolicyState, opts: CompileOptions): PolicyModel {
     const { family, elements } = cidrElements(cidrs);
     const name = hashedName(`${prefix}${family}`, elements.join(','), cidrs[0]!);
     define(name, () => ['block', family, elements]);
-    if (!b.sets.has(name)) b.set({ kind: 'set', name, type: [ADDR_TYPE[family]], flags: ['interval'] }, elements.map((e) => ({ kind: 'element', set: name, key: [e] })));
+    if (!b.sets.has(name)) {
+      b.set({ kind: 'set', name, type: [ADDR_TYPE[family]], flags: ['interval'] }, elements.map((e) => ({ kind: 'element', set: name, key: [e] })));
+      b.sets.get(name)!.byContent = true;
+    }
     blockNames.set(key, { name, family });
     return { name, family };
   };
@@ -576,7 +582,14 @@ export interface PlanStats {
   elementsDeleted: number;
 }
 
-const setDef = (o: SetObj | MapObj) => JSON.stringify([o.kind, o.type, o.kind === 'map' ? o.value : null, [...(o.flags ?? [])].sort(), o.timeout ?? null]);
+// Set objects are reused from compile to compile (cached chains, peer sets): their
+// definition string is computed once per object (partial syncs compare every set's).
+const setDefs = new WeakMap<SetObj | MapObj, string>();
+const setDef = (o: SetObj | MapObj): string => {
+  let d = setDefs.get(o);
+  if (d === undefined) setDefs.set(o, (d = JSON.stringify([o.kind, o.type, o.kind === 'map' ? o.value : null, [...(o.flags ?? [])].sort(), o.timeout ?? null])));
+  return d;
+};
 const elValue = (e: ElementObj) => JSON.stringify(e.value ?? null);
 
 /** The applied state after a full transaction of `m`. */
@@ -659,6 +672,8 @@ export function planUpdate(prev: AppliedState, next: PolicyModel): { tx: Transac
   for (const s of ordered) {
     const seen = sets.get(s.obj.name)!;
     if (s.token !== undefined && seen.token === s.token) continue;
+    // A content-named set that was applied already holds exactly these elements.
+    if (s.byContent && !writable.has(s.obj.name)) continue;
     const have = own(s.obj.name);
     if (s.token !== undefined) have.token = s.token;
     else delete have.token;

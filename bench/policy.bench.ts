@@ -82,7 +82,17 @@ const bench: Benchmark = {
         const put = (...o: ClusterObject[]) => view.put(...(o as never[]));
         put({ apiVersion: 'v1', kind: 'Node', metadata: { name: 'node-0' }, spec: { podCIDR: c.podCIDRs.get('node-0')! } }, ...c.namespaces, ...c.pods, ...c.policies);
         const ctx: AgentContext = { nodeName: 'node-0', view, registry: new Registry(), log: logger('bench'), exec: realExec };
-        const rec = new PolicyReconciler(ctx, { ensureBridgeNetfilter: false }, nft);
+        // The nft call is timed apart, to report the split between JS (state, compile,
+        // diff) and nft (process start, netns entry, its cache, the kernel commit).
+        let nftMs = 0;
+        const timedNft = {
+          run: async (tx: Transaction | readonly Transaction[]) => {
+            const t0 = process.hrtime.bigint();
+            await nft.run(tx);
+            nftMs = ms(t0);
+          },
+        };
+        const rec = new PolicyReconciler(ctx, { ensureBridgeNetfilter: false }, timedNft);
         await rec.sync({ full: true, changes: [] });
         // Only changes that alter this node's enforcement count toward the target: a
         // relabelled pod that no set or chain of node-0 depends on costs nothing, and
@@ -91,11 +101,14 @@ const bench: Benchmark = {
         const times: number[] = [];
         const ops: number[] = [];
         const idle: number[] = [];
+        const nftPart: number[] = [];
+        const jsPart: number[] = [];
         const n = quick ? 5 : 15;
         for (let i = 0; times.length < n && i < n * 40; i++) {
           const p = structuredClone(c.pods[(i * 37) % c.pods.length]!) as Pod;
           p.metadata.labels = { ...p.metadata.labels, tier: i % 2 ? 'web' : 'db', app: `app-${(i * 7) % 20}` };
           put(p);
+          nftMs = 0;
           const t0 = process.hrtime.bigint();
           await rec.sync({ full: false, changes: [] });
           const took = ms(t0);
@@ -103,9 +116,15 @@ const bench: Benchmark = {
           if (o > 0) {
             times.push(took);
             ops.push(o);
+            nftPart.push(nftMs);
+            jsPart.push(took - nftMs);
           } else idle.push(took);
         }
         rows.push({ metric: 'one pod label change at 1,000 policies / 1,000 pods that changes the node\'s nft state (partial sync: state, compile, diff, nft)', value: round(median(times), 1), unit: 'ms', target: '<= 50 ms', pass: times.length > 0 && median(times) <= 50 });
+        if (times.length) {
+          rows.push({ metric: 'of which JS (state, compile, diff, transaction text)', value: round(median(jsPart), 1), unit: 'ms' });
+          rows.push({ metric: 'of which the nft -f call (process, netns entry, nft cache, commit)', value: round(median(nftPart), 1), unit: 'ms' });
+        }
         if (idle.length) rows.push({ metric: 'one pod label change that changes nothing on the node (recompute only)', value: round(median(idle), 1), unit: 'ms' });
         notes.push(`label change: ${times.length} changes that altered the table (median ${round(median(ops), 0)} nft operations each), ${idle.length} that altered nothing on node-0`);
       }

@@ -8,6 +8,7 @@
 //
 //   forward (filter, hook forward, priority 0: after service DNAT at -100)
 //     ct state established,related accept
+//     meta l4proto icmpv6 ct state untracked accept  (IPv6 only: neighbour discovery)
 //     ip  saddr vmap @egress4      -> jump to the source pod's egress chain
 //     ip6 saddr vmap @egress6
 //     ip  daddr vmap @ingress4     -> jump to the destination pod's ingress chain
@@ -83,6 +84,12 @@ export interface CompileOptions {
    * with `prev` (PolicyState.from), which keep unaffected member lists.
    */
   cache?: CompileCache;
+  /**
+   * Records what every generated set and chain name stands for and reports any name
+   * asked for with two different contents in `PolicyModel.nameConflicts` (tests:
+   * names must be injective; costs a JSON string per name, so off by default).
+   */
+  checkNames?: boolean;
 }
 
 interface CachedChain {
@@ -120,6 +127,8 @@ export interface ModelSet {
   elements: Map<string, ElementObj>;
   /** Identity of the elements' source (a peer's pod list): equal tokens, equal elements. */
   token?: object;
+  /** Named by its content (port and ipBlock sets): the same name always holds the same elements. */
+  byContent?: true;
 }
 
 /** Peer-set elements by source pod list and set name, reused while the list is the same array. */
@@ -149,6 +158,8 @@ export interface PolicyModel {
   policyCount: number;
   /** Policies skipped as invalid, with reasons. */
   invalid: { key: string; reasons: string[] }[];
+  /** With CompileOptions.checkNames: names that were asked for with two different contents. */
+  nameConflicts?: { name: string; definitions: string[] }[];
 }
 
 export const GUARD_SETS = { podnet: { 4: 'podnet4', 6: 'podnet6' }, known: { 4: 'known4', 6: 'known6' } } as const;
@@ -236,9 +247,7 @@ class Builder {
 
 function familiesOf(state: PolicyState, opts: CompileOptions): Family[] {
   if (opts.families?.length) return [...new Set(opts.families)].sort();
-  const fams = new Set<Family>([4]);
-  for (const p of state.pods.values()) for (const ip of p.ips) fams.add(famOf(ip));
-  return [...fams].sort();
+  return [...new Set<Family>([4, ...state.ipFamilies])].sort();
 }
 
 function denyRule(chain: string, action: DenyAction, dir: Direction, policies: string[]): RuleObj {
@@ -250,6 +259,14 @@ export function baseChains(families: Family[]): { obj: ChainObj; rules: RuleObj[
   const fwd: ChainObj = { kind: 'chain', name: 'forward', type: 'filter', hook: 'forward', priority: POLICY_PRIORITY, policy: 'accept', comment: 'NetworkPolicy: pod to pod, after service DNAT' };
   const inp: ChainObj = { kind: 'chain', name: 'input', type: 'filter', hook: 'input', priority: POLICY_PRIORITY, policy: 'accept', comment: 'NetworkPolicy: pod egress to this node' };
   const est = (chain: string): RuleObj => ({ kind: 'rule', chain, rule: [{ ctState: ['established', 'related'] }, { verdict: 'accept' }] });
+  // IPv6 neighbour discovery (and MLD) is ICMPv6, so unlike ARP it crosses these
+  // hooks (bridged same-node traffic through br_netfilter, a pod's answers to its
+  // gateway through input). Dropping it cuts off every pod the policies isolate,
+  // allowed connections included. conntrack marks exactly these ICMPv6 types
+  // untracked (nf_conntrack_proto_icmpv6.c, noct_valid_new), so they are accepted
+  // by that mark; other ICMPv6 (echo, errors of unknown flows) is judged as before.
+  const nd = (chain: string): RuleObj[] =>
+    families.includes(6) ? [{ kind: 'rule', chain, rule: [{ match: 'meta l4proto', value: 'icmpv6' }, { ctState: ['untracked'] }, { verdict: 'accept' }], comment: 'IPv6 neighbour discovery and MLD' }] : [];
   const disp = (chain: string, dir: Direction, f: Family): RuleObj => ({
     kind: 'rule',
     chain,
@@ -266,13 +283,14 @@ export function baseChains(families: Family[]): { obj: ChainObj; rules: RuleObj[
       obj: fwd,
       rules: [
         est('forward'),
+        ...nd('forward'),
         ...families.map((f) => guard('forward', SADDR, f)),
         ...families.map((f) => guard('forward', DADDR, f)),
         ...families.map((f) => disp('forward', 'egress', f)),
         ...families.map((f) => disp('forward', 'ingress', f)),
       ],
     },
-    { obj: inp, rules: [est('input'), ...families.map((f) => guard('input', SADDR, f)), ...families.map((f) => disp('input', 'egress', f))] },
+    { obj: inp, rules: [est('input'), ...nd('input'), ...families.map((f) => guard('input', SADDR, f)), ...families.map((f) => disp('input', 'egress', f))] },
   ];
 }
 
@@ -281,6 +299,14 @@ export function compile(state: PolicyState, opts: CompileOptions): PolicyModel {
   const families = familiesOf(state, opts);
   const denyAction = opts.denyAction ?? 'drop';
   const b = new Builder();
+  // checkNames: name -> the distinct contents it was asked for.
+  const defs = opts.checkNames ? new Map<string, Set<string>>() : undefined;
+  const define = (name: string, what: () => unknown): void => {
+    if (!defs) return;
+    let d = defs.get(name);
+    if (!d) defs.set(name, (d = new Set()));
+    d.add(JSON.stringify(what()));
+  };
   for (const dir of ['ingress', 'egress'] as const) {
     for (const f of families) b.set({ kind: 'map', name: DISPATCH[dir][f], type: [ADDR_TYPE[f]], value: 'verdict', comment: `${dir} dispatch by pod IPv${f}` });
   }
@@ -322,7 +348,11 @@ export function compile(state: PolicyState, opts: CompileOptions): PolicyModel {
     if (known) return known;
     const els = portElements(ports);
     const name = hashedName('pt', JSON.stringify(els), els.map(([p, r]) => `${p}${r}`).join('.'));
-    if (!b.sets.has(name)) b.set({ kind: 'set', name, type: PORT_TYPE, flags: ['interval'] }, els.map(([p, r]) => ({ kind: 'element', set: name, key: [p, r] })));
+    define(name, () => ['ports', els]);
+    if (!b.sets.has(name)) {
+      b.set({ kind: 'set', name, type: PORT_TYPE, flags: ['interval'] }, els.map(([p, r]) => ({ kind: 'element', set: name, key: [p, r] })));
+      b.sets.get(name)!.byContent = true;
+    }
     portSetNames.set(key, name);
     return name;
   };
@@ -335,7 +365,11 @@ export function compile(state: PolicyState, opts: CompileOptions): PolicyModel {
     if (known) return known;
     const { family, elements } = cidrElements(cidrs);
     const name = hashedName(`${prefix}${family}`, elements.join(','), cidrs[0]!);
-    if (!b.sets.has(name)) b.set({ kind: 'set', name, type: [ADDR_TYPE[family]], flags: ['interval'] }, elements.map((e) => ({ kind: 'element', set: name, key: [e] })));
+    define(name, () => ['block', family, elements]);
+    if (!b.sets.has(name)) {
+      b.set({ kind: 'set', name, type: [ADDR_TYPE[family]], flags: ['interval'] }, elements.map((e) => ({ kind: 'element', set: name, key: [e] })));
+      b.sets.get(name)!.byContent = true;
+    }
     blockNames.set(key, { name, family });
     return { name, family };
   };
@@ -371,10 +405,16 @@ export function compile(state: PolicyState, opts: CompileOptions): PolicyModel {
       case 'pods': {
         const out: Expr[][] = [];
         const peer = e.peer;
-        const portsSig = peer.family !== undefined || dir === 'egress' ? JSON.stringify(e.ports) : '';
+        // A policy peer's own set ("sel": every pod it selects) is one per (policy,
+        // direction, rule, peer, family). An egress named-port group ("grp": the pods
+        // of a peer whose names resolve to these ports) is one per ports list besides;
+        // the tag keeps a group whose ports equal the rule's numeric ports from
+        // sharing the peer's set (same name, fewer members).
+        const selected = peerSource.has(peer);
+        const portsSig = selected ? '' : JSON.stringify(e.ports);
         for (const f of families) {
           if (peer.family !== undefined && peer.family !== f) continue;
-          const identity = `peer|${e.policy}|${dir}|${e.ruleIndex}|${e.peerIndex ?? '-'}|${f}|${portsSig}`;
+          const identity = `peer|${selected ? 'sel' : 'grp'}|${e.policy}|${dir}|${e.ruleIndex}|${e.peerIndex ?? '-'}|${f}|${portsSig}`;
           let setName = peerSetNames.get(identity);
           if (setName === undefined) {
             const [ns, name] = e.policy.split('/') as [string, string];
@@ -385,6 +425,7 @@ export function compile(state: PolicyState, opts: CompileOptions): PolicyModel {
             const obj: SetObj = { kind: 'set', name: setName, type: [ADDR_TYPE[f]], comment: `${e.policy} ${dir}[${e.ruleIndex}] peer ${e.peerIndex ?? '*'}` };
             peerSet(obj, f, peer.pods);
           }
+          define(setName, () => ['pods', f, podIps(peer.pods, f)]);
           const src = peerSource.get(peer);
           if (src && recording) recording.push({ obj: b.sets.get(setName)!.obj as SetObj, family: f, policy: src.policy, peer: src.peer });
           out.push([{ match: peerSel(f), value: { set: setName } }, ...portMatch, verdict]);
@@ -426,6 +467,7 @@ export function compile(state: PolicyState, opts: CompileOptions): PolicyModel {
       chain = { obj: { kind: 'chain', name, comment: `${eff.direction} of pods isolated by ${eff.policies.join(' ')}` }, rules, hash, direction: eff.direction, policies: eff.policies };
       b.chains.set(name, chain);
     }
+    define(`chain ${name}`, () => hash);
     const setNames = new Set<string>();
     for (const r of unique) for (const x of r) if ('value' in x && x.value && typeof x.value === 'object' && 'set' in x.value) setNames.add((x.value as { set: string }).set);
     const peerNames = new Set(peers.map((p) => p.obj.name));
@@ -442,6 +484,12 @@ export function compile(state: PolicyState, opts: CompileOptions): PolicyModel {
         if (!b.chains.has(c.name)) b.chains.set(c.name, c.chain);
         for (const s of c.sets) if (!b.sets.has(s.obj.name)) b.sets.set(s.obj.name, s);
         for (const p of c.peers) if (!b.sets.has(p.obj.name)) peerSet(p.obj, p.family, peerMembers(state, p.policy, p.peer));
+        if (defs) {
+          const hit = c;
+          define(`chain ${hit.name}`, () => hit.chain.hash);
+          for (const p of hit.peers) define(p.obj.name, () => ['pods', p.family, podIps(peerMembers(state, p.policy, p.peer), p.family)]);
+          for (const st of hit.sets) if (st.token) define(st.obj.name, () => ['pods', st.obj.type[0] === 'ipv6_addr' ? 6 : 4, [...st.elements.keys()].sort()]);
+        }
       } else {
         misses++;
         c = build(key, dir);
@@ -474,6 +522,7 @@ export function compile(state: PolicyState, opts: CompileOptions): PolicyModel {
     policyNamespaces: [...new Set(state.policies.map((p) => p.namespace))].sort(),
     policyCount: state.policies.length,
     invalid: state.invalid.map((i) => ({ key: i.key, reasons: i.reasons })),
+    ...(defs ? { nameConflicts: [...defs].filter(([, d]) => d.size > 1).map(([name, d]) => ({ name, definitions: [...d] })) } : {}),
   };
 }
 
@@ -533,7 +582,14 @@ export interface PlanStats {
   elementsDeleted: number;
 }
 
-const setDef = (o: SetObj | MapObj) => JSON.stringify([o.kind, o.type, o.kind === 'map' ? o.value : null, [...(o.flags ?? [])].sort(), o.timeout ?? null]);
+// Set objects are reused from compile to compile (cached chains, peer sets): their
+// definition string is computed once per object (partial syncs compare every set's).
+const setDefs = new WeakMap<SetObj | MapObj, string>();
+const setDef = (o: SetObj | MapObj): string => {
+  let d = setDefs.get(o);
+  if (d === undefined) setDefs.set(o, (d = JSON.stringify([o.kind, o.type, o.kind === 'map' ? o.value : null, [...(o.flags ?? [])].sort(), o.timeout ?? null])));
+  return d;
+};
 const elValue = (e: ElementObj) => JSON.stringify(e.value ?? null);
 
 /** The applied state after a full transaction of `m`. */
@@ -616,6 +672,8 @@ export function planUpdate(prev: AppliedState, next: PolicyModel): { tx: Transac
   for (const s of ordered) {
     const seen = sets.get(s.obj.name)!;
     if (s.token !== undefined && seen.token === s.token) continue;
+    // A content-named set that was applied already holds exactly these elements.
+    if (s.byContent && !writable.has(s.obj.name)) continue;
     const have = own(s.obj.name);
     if (s.token !== undefined) have.token = s.token;
     else delete have.token;

@@ -280,10 +280,14 @@ export class PolicyState {
   readonly namespaces = new Map<string, Labels>();
   readonly pods = new Map<string, PodInfo>();
   /** Valid policies, sorted by key. */
-  readonly policies: CompiledPolicy[] = [];
+  readonly policies: CompiledPolicy[];
   /** Invalid policies (skipped), sorted by key. */
-  readonly invalid: InvalidPolicy[] = [];
-  private readonly byNamespace = new Map<string, CompiledPolicy[]>();
+  readonly invalid: InvalidPolicy[];
+  /** The compiled input policies in input order (a state with the very same ones shares the indices below). */
+  private readonly compiledInput: (CompiledPolicy | InvalidPolicy)[];
+  /** Address families of the pods' IPs. */
+  readonly ipFamilies = new Set<Family>();
+  private readonly byNamespace: Map<string, CompiledPolicy[]>;
   private readonly byIp = new Map<string, PodInfo | null>();
   private readonly isolatingCache = new Map<string, { ingress: CompiledPolicy[]; egress: CompiledPolicy[] }>();
   /** @internal per-peer caches for the normalized form (pods matching each pod peer). */
@@ -297,7 +301,7 @@ export class PolicyState {
    * existence changed are re-tested (namespace label changes start afresh).
    */
   static from(input: PolicyStateInput, opts: StateOptions = {}): PolicyState {
-    const s = new PolicyState(input, opts.immutable === true);
+    const s = new PolicyState(input, opts.immutable === true, opts.prev);
     if (opts.prev) s.inherit(opts.prev);
     return s;
   }
@@ -321,6 +325,11 @@ export class PolicyState {
       for (const p of prev.pods.values()) if (changedNs.has(p.namespace)) changedSet.add(p.key);
     }
     const changed = [...changedSet];
+    // Which policies isolate a pod depends only on the policies of its namespace and
+    // its own labels: with the very same policies, unchanged pods keep their answer.
+    if (this.policies === prev.policies) {
+      for (const [k, v] of prev.isolatingCache) if (!changedSet.has(k) && this.pods.has(k)) this.isolatingCache.set(k, v);
+    }
     const live = new Set(this.policies);
     const netOf = (p: PodInfo | undefined) => (p ? `${p.ips.join(',')}${JSON.stringify(p.namedPorts)}` : undefined);
     const sameNet = new Set(changed.filter((k) => this.pods.has(k) && netOf(this.pods.get(k)) === netOf(prev.pods.get(k))));
@@ -335,9 +344,16 @@ export class PolicyState {
       // The list changes when a member leaves, a pod joins, or a member that stays
       // changed addresses or container ports (label-only changes of members do not).
       // e.pods is sorted: look the (few) changed pods up instead of scanning the members.
-      const members = new Set(changed.filter((k) => sortedHas(e.pods, k)));
-      const nowSet = new Set(now);
-      const differs = [...members].some((k) => !nowSet.has(k) || !sameNet.has(k)) || now.some((k) => !members.has(k));
+      // (members = the changed pods in e.pods; without allocating: this runs for every
+      // peer of every policy on each sync, and nearly always finds nothing.)
+      let differs = false;
+      for (const k of changed) {
+        if (sortedHas(e.pods, k) && (!sameNet.has(k) || !now.includes(k))) {
+          differs = true;
+          break;
+        }
+      }
+      if (!differs) differs = now.some((k) => !sortedHas(e.pods, k));
       let pods = e.pods;
       if (differs) {
         pods = e.pods.filter((k) => !changedSet.has(k));
@@ -348,7 +364,7 @@ export class PolicyState {
     }
   }
 
-  private constructor(input: PolicyStateInput, immutable: boolean) {
+  private constructor(input: PolicyStateInput, immutable: boolean, prev?: PolicyState) {
     const addNs = (name: string, labels?: Record<string, string>) => {
       const prev = this.namespaces.get(name);
       // The API server always sets kubernetes.io/metadata.name to the name; so do we.
@@ -367,14 +383,29 @@ export class PolicyState {
       const info = memo.info;
       this.pods.set(info.key, info);
       this.podSig.set(info.key, memo.sig);
+      for (const a of info.addrs) this.ipFamilies.add(a.family);
       if (!this.namespaces.has(info.namespace)) addNs(info.namespace);
       // hostNetwork pods share the node's address: an IP never resolves to them.
       if (info.hostNetwork) continue;
       for (const ip of info.ips) this.byIp.set(ip, this.byIp.has(ip) ? null : info);
     }
     const compiled = (input.policies ?? []).map((p) => compilePolicyMemo(p, immutable));
-    compiled.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-    for (const c of compiled) {
+    this.compiledInput = compiled;
+    const prevIn = prev?.compiledInput;
+    if (prevIn && prevIn.length === compiled.length && compiled.every((c, i) => c === prevIn[i])) {
+      // The same compiled policies in the same order (a pod or namespace change):
+      // share the previous state's sorted lists and per-namespace index (immutable).
+      this.policies = prev!.policies;
+      this.invalid = prev!.invalid;
+      this.byNamespace = prev!.byNamespace;
+      for (const c of this.policies) if (!this.namespaces.has(c.namespace)) addNs(c.namespace);
+      return;
+    }
+    this.policies = [];
+    this.invalid = [];
+    this.byNamespace = new Map();
+    const sorted = [...compiled].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    for (const c of sorted) {
       if (isInvalid(c)) {
         this.invalid.push(c);
         continue;
@@ -826,17 +857,19 @@ function netSignature(state: PolicyState): string {
  * for a non-pod peer, every pod's addresses and ports. Undefined when the pod is
  * not isolated.
  */
+const namedPortsJson = new WeakMap<PodInfo, string>();
 export function effectiveSignature(state: PolicyState, key: string, dir: Direction): string | undefined {
   // Not the pod's key: pods with equal signatures have equal allow lists.
   const policies = state.isolating(key, dir);
   if (policies.length === 0) return undefined;
   const pod = state.pods.get(key)!;
   const parts: (string | number)[] = [dir];
+  let ownPorts = false;
   for (const p of policies) {
     parts.push(objId(p));
     for (const rule of (dir === 'ingress' ? p.ingress : p.egress)!) {
       const named = rule.ports?.some((x) => x.kind === 'named') ?? false;
-      if (named && dir === 'ingress') parts.push(JSON.stringify(pod.namedPorts));
+      if (named && dir === 'ingress') ownPorts = true;
       // Chains name pod peer sets by identity, not content: a member list matters to
       // the chain only where egress named ports split it into groups.
       if (!named || dir !== 'egress') continue;
@@ -845,6 +878,12 @@ export function effectiveSignature(state: PolicyState, key: string, dir: Directi
         else parts.push(netSignature(state));
       }
     }
+  }
+  // The pod's own container ports matter once (ingress named ports resolve against them).
+  if (ownPorts) {
+    let j = namedPortsJson.get(pod);
+    if (j === undefined) namedPortsJson.set(pod, (j = JSON.stringify(pod.namedPorts)));
+    parts.push(j);
   }
   return parts.join('|');
 }

@@ -8,17 +8,24 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import type { Protocol } from '../cluster/types.js';
 
-/** The agent: argv[1] = JSON list of ports to serve (may be empty). */
+/** The agent: argv[1] = JSON list of ports to serve (may be empty); argv[3] = "6": also serve on IPv6. */
 export const PROBE_AGENT_CODE = `
 const net = require('node:net'), dgram = require('node:dgram'), rl = require('node:readline');
 const serve = JSON.parse(process.argv[1] || '[]');
 const name = process.argv[2] || 'pod';
+const v6 = process.argv[3] === '6';
 let pending = 0;
 for (const port of serve) {
   net.createServer((s) => { s.on('error', () => {}); s.end(name); }).listen(port, '0.0.0.0', ready);
   const u = dgram.createSocket('udp4');
   u.on('message', (m, r) => u.send(name, r.port, r.address));
   u.bind(port, '0.0.0.0', ready);
+  pending += 2;
+  if (!v6) continue;
+  net.createServer((s) => { s.on('error', () => {}); s.end(name); }).listen({ port, host: '::', ipv6Only: true }, ready);
+  const u6 = dgram.createSocket({ type: 'udp6', ipv6Only: true });
+  u6.on('message', (m, r) => u6.send(name, r.port, r.address));
+  u6.bind(port, '::', ready);
   pending += 2;
 }
 function ready() { if (--pending === 0) console.log(JSON.stringify({ ready: true })); }
@@ -35,7 +42,7 @@ function tcp(host, port, timeout) {
 }
 function udp(host, port, timeout) {
   return new Promise((res) => {
-    const s = dgram.createSocket('udp4');
+    const s = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
     const done = (v) => { clearTimeout(to); try { s.close(); } catch {} res(v); };
     const to = setTimeout(() => done(false), timeout);
     s.on('message', () => done(true));
@@ -64,13 +71,14 @@ export class ProbeAgent {
 
   /**
    * Starts the agent in a network namespace. `launch` gives the argv that runs a
-   * command there (default: `ip netns exec NS`).
+   * command there (default: `ip netns exec NS`). `ipv6`: also serve on `::` (the
+   * namespace must have IPv6 enabled); probes to IPv6 hosts work either way.
    */
   constructor(
     readonly netns: string,
-    o: { serve?: readonly number[]; name?: string; launch?: (cmd: string[]) => string[] } = {},
+    o: { serve?: readonly number[]; name?: string; launch?: (cmd: string[]) => string[]; ipv6?: boolean } = {},
   ) {
-    const cmd = [process.execPath, '-e', PROBE_AGENT_CODE, JSON.stringify(o.serve ?? []), o.name ?? netns];
+    const cmd = [process.execPath, '-e', PROBE_AGENT_CODE, JSON.stringify(o.serve ?? []), o.name ?? netns, ...(o.ipv6 ? ['6'] : [])];
     const argv = o.launch ? o.launch(cmd) : ['ip', 'netns', 'exec', netns, ...cmd];
     this.proc = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'inherit'] });
     const lines = createInterface({ input: this.proc.stdout! });

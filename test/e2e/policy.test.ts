@@ -20,7 +20,8 @@ import { applyMutation, MODEL_KEYS, MODEL_NAMESPACES, modelNode, nsObj, podObj, 
 import type { ProbeAgent } from '../../src/policy/probe.js';
 import { requireRoot } from '../helpers/netns.js';
 
-const LAB = 'pl';
+// POLICY_E2E_LAB: another lab name, so that concurrent runs (other worktrees) do not collide.
+const LAB = process.env.POLICY_E2E_LAB ?? 'pl';
 const RANDOM = Number(process.env.POLICY_E2E_RANDOM ?? 200);
 const SETTLE_MS = 8000;
 

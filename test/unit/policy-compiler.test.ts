@@ -190,7 +190,7 @@ t.test('partial updates: a pod label change touches only the affected sets', asy
   t.ok(plan, 'no rebuild needed');
   t.match(plan.stats, { rebuild: false, chainsAdded: 0, chainsFlushed: 0, setsAdded: 0, setsDeleted: 0, elementsAdded: 1, elementsDeleted: 0 });
   t.equal(plan.tx.size, 1, 'one element added');
-  t.match(plan.tx.toText(), /^add element inet skiff-policy p4-[A-Z]+-x\.from-b\.in0\.0 \{ 10\.244\.\d+\.\d+ \}\n$/);
+  t.match(plan.tx.toText(), /^add element inet skiff-policy p4-[A-Z0-9]+-x\.from-b\.in0\.0 \{ 10\.244\.\d+\.\d+ \}\n$/);
   sim.apply(after);
   t.same(compare(sim, after).mismatches, []);
   // A namespace label change: only z's pods leave y's peer set.

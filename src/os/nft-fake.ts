@@ -79,6 +79,8 @@ export interface FakeSet {
   map: boolean;
   type: KeyType[];
   value?: 'verdict' | KeyType[];
+  /** Maps declared with typeof: the protocol of an inet_service value (MapObj.portProto). */
+  portProto?: 'tcp' | 'udp' | 'sctp';
   flags: SetFlag[];
   timeout?: number;
   size?: number;
@@ -102,7 +104,7 @@ export interface FakeTable {
 const NAT_STATEMENT = /\b(dnat|snat|masquerade|redirect)\b/;
 
 function isNatExpr(e: Expr): boolean {
-  return 'dnat' in e || 'masquerade' in e;
+  return 'dnat' in e || 'dnatNumgen' in e || 'masquerade' in e;
 }
 
 /** Chains a rule can transfer control to directly (not via maps). */
@@ -129,6 +131,7 @@ function ruleSetRefs(rule: FakeRule['rule']): string[] {
     if ('match' in e && typeof e.value === 'object' && e.value !== null && !Array.isArray(e.value)) out.push((e.value as { set: string }).set);
     else if ('update' in e) out.push(e.update);
     else if ('vmap' in e && !('numgen' in e)) out.push(e.vmap.set);
+    else if ('dnatNumgen' in e) out.push(e.map);
   }
   return out;
 }
@@ -315,6 +318,7 @@ export class FakeNft implements NftRunner {
           if (def.timeout !== undefined) set.timeout = def.timeout;
           if (def.size !== undefined) set.size = def.size;
           if (def.comment !== undefined) set.comment = def.comment;
+          if (def.kind === 'map' && def.portProto) set.portProto = def.portProto;
           this.mapSet(t.sets, def.name, set);
           return;
         }
@@ -464,6 +468,13 @@ export class FakeNft implements NftRunner {
       } else if ('vmap' in e) {
         e.key.forEach(famOk);
         setOf(e.vmap.set, e.key, true);
+      } else if ('dnatNumgen' in e) {
+        const s = t.sets.get(e.map);
+        if (!s) throw new Error(`No such file or directory: map ${e.map}`);
+        const want = [family === 'ip6' || (family === 'inet' && e.ip6) ? 'ipv6_addr' : 'ipv4_addr', 'inet_service'];
+        if (!s.map || s.type.join(' . ') !== 'numgen' || JSON.stringify(s.value) !== JSON.stringify(want)) {
+          throw new Error(`datatype mismatch: dnat to numgen map @${e.map} needs a map of numgen : ${want.join(' . ')}`);
+        }
       } else if ('dnat' in e) {
         const v6 = e.dnat.includes(':');
         if ((family === 'ip' && v6) || (family === 'ip6' && !v6)) throw new Error(`conflicting protocols: dnat to ${e.dnat} in an ${family} table`);
@@ -535,6 +546,7 @@ function dumpTable(t: FakeTable): string {
     if (s.timeout !== undefined) def.timeout = s.timeout;
     if (s.size !== undefined) def.size = s.size;
     if (s.comment !== undefined) def.comment = s.comment;
+    if (s.portProto && def.kind === 'map') def.portProto = s.portProto;
     for (const part of renderSetBody(def).split(' ; ')) lines.push(`\t\t${part}`);
     const els = [...s.elements.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
     if (els.length) {

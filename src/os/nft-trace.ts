@@ -15,6 +15,7 @@
 //   - jump returns to the caller when the callee falls through or returns; goto does not;
 //   - `KEY vmap @map` / `@set`: a miss means the rule does not match; interval elements
 //     (prefixes, ranges) match by containment;
+//   - `dnat to numgen ... map @m`: the generator's index looked up in m;
 //   - `numgen inc` keeps a counter per rule (the kernel keeps one per expression, so a
 //     rewritten rule starts again at 0); `numgen random` uses a seeded generator;
 //   - `update @set { KEY }` inserts or refreshes KEY with the set's timeout, measured
@@ -371,6 +372,24 @@ export class Tracer {
         ctx.dnat = { addr: e.dnat, ...(e.port !== undefined ? { port: e.port } : {}) };
         p.dst = e.dnat;
         if (e.port !== undefined) p.dport = e.port;
+        ctx.natBound = true;
+        return { t: 'nat' };
+      } else if ('dnatNumgen' in e) {
+        const s = ctx.table.sets.get(e.map);
+        if (!s) throw new TraceError(`map ${e.map} does not exist`);
+        let n: number;
+        if (e.dnatNumgen === 'inc') {
+          n = this.counters.get(rule) ?? 0;
+          this.counters.set(rule, n + 1);
+          n %= e.mod;
+        } else n = Math.floor(this.rand() * e.mod);
+        const el = s.elements.get(String(n));
+        // A missing element: the lookup fails and the rule does not match.
+        if (!el || !Array.isArray(el.value)) return { t: 'nomatch' };
+        const [addr, port] = el.value as string[];
+        ctx.dnat = { addr: addr!, port: Number(port) };
+        p.dst = addr!;
+        p.dport = Number(port);
         ctx.natBound = true;
         return { t: 'nat' };
       } else if ('masquerade' in e) {

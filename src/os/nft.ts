@@ -38,8 +38,12 @@ export type ChainType = 'filter' | 'nat' | 'route';
 export type Priority = number | string;
 export const NAMED_PRIORITIES: Record<string, number> = { raw: -300, mangle: -150, dstnat: -100, filter: 0, security: 50, srcnat: 100 };
 
-/** nft data types usable as set/map keys and map values. */
-export type KeyType = 'ipv4_addr' | 'ipv6_addr' | 'inet_proto' | 'inet_service' | 'ifname' | 'mark';
+/**
+ * nft data types usable as set/map keys and map values. `numgen` is the value of a
+ * `numgen` expression (a host-order 32-bit integer); nft has no type name for it, so
+ * a map keyed by it is declared with `typeof numgen inc mod 2 : ...`.
+ */
+export type KeyType = 'ipv4_addr' | 'ipv6_addr' | 'inet_proto' | 'inet_service' | 'ifname' | 'mark' | 'numgen';
 
 /** Packet fields a structured rule can read; each has a KeyType (SELECTOR_TYPES). */
 export type Selector =
@@ -122,6 +126,15 @@ export type Expr =
    * (random) without a set.
    */
   | { numgenMatch: 'inc' | 'random'; mod: number; value: number }
+  /**
+   * `dnat to numgen inc|random mod N map @MAP` (terminal): the generator picks index
+   * 0..N-1 and MAP (key type numgen, value address . inet_service) gives the target.
+   * One rule balances over N endpoints, and replacing endpoints only rewrites the
+   * map's elements, which, unlike a rule with a verdict or NAT, does not make the
+   * kernel re-validate the whole table. A missing element means no match. In inet
+   * tables `ip6` selects `dnat ip6 to`.
+   */
+  | { dnatNumgen: 'inc' | 'random'; mod: number; map: string; ip6?: boolean }
   | VerdictExpr;
 
 // ---------------------------------------------------------------------------------
@@ -161,6 +174,12 @@ export interface MapObj {
   type: readonly KeyType[];
   /** "verdict" for verdict maps (vmap), else the data type(s). */
   value: 'verdict' | readonly KeyType[];
+  /**
+   * Maps declared with typeof (keyed by `numgen`): the transport protocol whose port an
+   * inet_service value is (`tcp dport`, ...). nft 1.0.6 reads a `th dport` typeof back
+   * from the kernel in a way that conflicts with `meta l4proto tcp` in a later rule.
+   */
+  portProto?: 'tcp' | 'udp' | 'sctp';
   flags?: readonly SetFlag[];
   timeout?: number;
   size?: number;
@@ -357,6 +376,11 @@ export function canonLiteral(type: KeyType, v: Literal, interval = true): string
       if (!Number.isInteger(n) || n < 0 || n > 0xffffffff) bad('not a 32-bit mark');
       return `0x${n.toString(16).padStart(8, '0')}`;
     }
+    case 'numgen': {
+      const n = typeof v === 'number' ? v : /^\d{1,10}$/.test(v) ? Number(v) : NaN;
+      if (!Number.isInteger(n) || n < 0 || n > 0xffffffff) bad('not a 32-bit unsigned integer');
+      return String(n);
+    }
     case 'ifname': {
       if (typeof v !== 'string' || !/^[A-Za-z0-9_.\-@:]{1,15}\*?$/.test(v) || v.length > 16) bad('not an interface name');
       return `"${v}"`;
@@ -378,7 +402,7 @@ function checkTypes(what: string, types: readonly KeyType[]): void {
   if (!Array.isArray(types) || types.length === 0) throw new NftError(`${what}: no type`);
   for (const t of types) if (!(t in TYPE_ORDER)) throw new NftError(`${what}: unknown type ${JSON.stringify(t)}`);
 }
-const TYPE_ORDER: Record<KeyType, number> = { ipv4_addr: 0, ipv6_addr: 1, inet_proto: 2, inet_service: 3, ifname: 4, mark: 5 };
+const TYPE_ORDER: Record<KeyType, number> = { ipv4_addr: 0, ipv6_addr: 1, inet_proto: 2, inet_service: 3, ifname: 4, mark: 5, numgen: 6 };
 
 function selectorTypes(sel: Selector | readonly Selector[]): KeyType[] {
   const list = typeof sel === 'string' ? [sel] : sel;
@@ -426,6 +450,11 @@ export function checkExprs(exprs: readonly Expr[]): void {
       if (e.numgenMatch !== 'inc' && e.numgenMatch !== 'random') throw new NftError(`invalid numgen mode ${JSON.stringify(e.numgenMatch)}`);
       if (!Number.isInteger(e.mod) || e.mod < 1 || e.mod > 0xffffffff) throw new NftError(`invalid numgen modulus ${JSON.stringify(e.mod)}`);
       if (!Number.isInteger(e.value) || e.value < 0 || e.value >= e.mod) throw new NftError(`invalid numgen value ${JSON.stringify(e.value)} (0 to ${e.mod - 1})`);
+    } else if ('dnatNumgen' in e) {
+      if (e.dnatNumgen !== 'inc' && e.dnatNumgen !== 'random') throw new NftError(`invalid numgen mode ${JSON.stringify(e.dnatNumgen)}`);
+      if (!Number.isInteger(e.mod) || e.mod < 1 || e.mod > 0xffffffff) throw new NftError(`invalid numgen modulus ${JSON.stringify(e.mod)}`);
+      const why = checkName('map', e.map);
+      if (why) throw new NftError(why);
     } else if ('numgen' in e) {
       if (e.numgen !== 'inc' && e.numgen !== 'random') throw new NftError(`invalid numgen mode ${JSON.stringify(e.numgen)}`);
       if (e.vmap.length === 0) throw new NftError('numgen with no entries');
@@ -501,6 +530,7 @@ export function renderExpr(e: Expr, family: TableFamily): string {
     return `reject with ${kind} type ${code}`;
   }
   if ('numgenMatch' in e) return `numgen ${e.numgenMatch} mod ${e.mod} ${e.value}`;
+  if ('dnatNumgen' in e) return `dnat${family === 'inet' ? (e.ip6 ? ' ip6' : ' ip') : ''} to numgen ${e.dnatNumgen} mod ${e.mod} map @${e.map}`;
   if ('numgen' in e) return `numgen ${e.numgen} mod ${e.vmap.length} vmap { ${e.vmap.map((v, i) => `${i} : ${renderVerdict(v)}`).join(', ')} }`;
   if ('vmap' in e) return `${e.key.join(' . ')} vmap @${e.vmap.set}`;
   return renderVerdict(e);
@@ -533,10 +563,19 @@ export function priorityValue(p: Priority): number {
   return NAMED_PRIORITIES[m[1]!]! + off;
 }
 
+/** The expression `typeof` names for a data type (maps keyed by `numgen` need typeof). */
+const TYPEOF: Record<KeyType, string> = { ipv4_addr: 'ip daddr', ipv6_addr: 'ip6 daddr', inet_proto: 'meta l4proto', inet_service: 'th dport', ifname: 'iifname', mark: 'meta mark', numgen: 'numgen inc mod 2' };
+
 export function renderSetBody(o: SetObj | MapObj): string {
   const parts: string[] = [];
-  const value = o.kind === 'map' ? ` : ${o.value === 'verdict' ? 'verdict' : o.value.join(' . ')}` : '';
-  parts.push(`type ${o.type.join(' . ')}${value}`);
+  if (o.type.includes('numgen')) {
+    const tof = (t: KeyType) => (t === 'inet_service' && o.kind === 'map' && o.portProto ? `${o.portProto} dport` : TYPEOF[t]);
+    const value = o.kind === 'map' ? ` : ${o.value === 'verdict' ? 'verdict' : o.value.map(tof).join(' . ')}` : '';
+    parts.push(`typeof ${o.type.map((t) => TYPEOF[t]).join(' . ')}${value}`);
+  } else {
+    const value = o.kind === 'map' ? ` : ${o.value === 'verdict' ? 'verdict' : o.value.join(' . ')}` : '';
+    parts.push(`type ${o.type.join(' . ')}${value}`);
+  }
   if (o.flags?.length) parts.push(`flags ${[...o.flags].sort().join(',')}`);
   if (o.timeout !== undefined) parts.push(`timeout ${o.timeout}s`);
   if (o.size !== undefined) parts.push(`size ${o.size}`);

@@ -11,11 +11,13 @@
 //   services            daddr . l4proto . dport vmap @service-ips
 //                       <node address> l4proto . dport vmap @service-nodeports
 //   service-H-ns/name/proto/port     per service port, cluster traffic: masquerade mark
-//                       for sources outside the cluster CIDR, then a cascade
-//                       `meta l4proto P numgen inc|random mod N-k 0 dnat to EP_k`:
-//                       exact round-robin (default) or uniform random, no set; with
-//                       session affinity, lookups first and the cascade goes to
-//                       endpoint chains instead
+//                       for sources outside the cluster CIDR, then ONE rule
+//                       `meta l4proto P dnat to numgen inc|random mod N map @endpoints-H-...`
+//                       exact round-robin (default) or uniform random; with session
+//                       affinity, lookups first and a cascade of `numgen ... goto
+//                       endpoint_k` instead
+//   endpoints-H-...     per service port: index 0..N-1 -> endpoint address . port
+//                       (external-endpoints-H-...: the external traffic's own set)
 //   external-H-...      per service port, external traffic (NodePort, externalIPs, LB):
 //                       eTP Cluster: mark + the service chain; eTP Local: pods and the
 //                       node go to the service chain, others to local endpoints only,
@@ -61,10 +63,18 @@ export interface FragElement {
   comment?: string;
 }
 
-/** What one service contributes to a family's table. Chains and sets are owned by the service. */
+/** An element of a set or map owned by one service (its endpoint map). */
+export interface OwnedElement {
+  key: Literal[];
+  value: Literal[];
+}
+
+/** What one service contributes to a family's table. Chains, sets and maps are owned by the service. */
 export interface Fragment {
   chains: Map<string, (readonly Expr[])[]>;
-  sets: Map<string, SetObj>;
+  sets: Map<string, SetObj | MapObj>;
+  /** The contents of owned maps (endpoint maps); owned sets without an entry are kernel-managed (affinity). */
+  contents: Map<string, OwnedElement[]>;
   elements: FragElement[];
 }
 
@@ -124,7 +134,7 @@ export function staticObjects(f: IPFamily, cfg: RulesetConfig): NftObject[] {
     base('filter-forward', 'filter', 'forward', 'filter - 10'),
     base('filter-output', 'filter', 'output', 'filter - 10'),
   );
-  for (const name of ['services', 'masquerading', 'mark-for-masquerade', 'service-endpoints-check', 'nodeport-endpoints-check', 'reject-chain']) objs.push({ kind: 'chain', name });
+  for (const name of ['services', 'masquerading', 'service-endpoints-check', 'nodeport-endpoints-check', 'reject-chain']) objs.push({ kind: 'chain', name });
   objs.push(...mapObjects(f), hairpinSet(f));
   if (nodeIPs.length > 0) {
     objs.push({ kind: 'set', name: 'nodeport-ips', type: [addrType(f)], comment: 'addresses NodePorts answer on' });
@@ -147,7 +157,6 @@ export function staticObjects(f: IPFamily, cfg: RulesetConfig): NftObject[] {
     rule('masquerading', { markMask: MASQ_MARK, value: 0 }, { verdict: 'return' }),
     rule('masquerading', { setMark: MASQ_MARK, how: 'xor' }),
     rule('masquerading', { masquerade: true, fullyRandom: true }),
-    rule('mark-for-masquerade', { setMark: MASQ_MARK, how: 'or' }),
     rule('service-endpoints-check', { vmap: { set: 'no-endpoint-services' }, key: svcKey }),
     rule('nodeport-endpoints-check', ...nodePortMatch(f, cfg), { vmap: { set: 'no-endpoint-nodeports' }, key: ['meta l4proto', 'th dport'] }),
     rule('reject-chain', { reject: f === 4 ? 'icmp port-unreachable' : 'icmpv6 port-unreachable' }),
@@ -171,6 +180,11 @@ export function endpointChainName(sp: ServicePortState, ep: EndpointInfo): strin
   const id = `${portIdent(sp)}__${ep.ip}/${ep.port}`;
   return hashedName('endpoint', `${sp.info.family}/${id}`, id);
 }
+/** The endpoint map of a service port's cluster traffic, or of its external traffic when that balances over other endpoints. */
+export function endpointMapName(sp: ServicePortState, which: 'cluster' | 'external'): string {
+  return hashedName(which === 'cluster' ? 'endpoints' : 'external-endpoints', `${sp.info.family}/${portIdent(sp)}`, portIdent(sp));
+}
+
 /** The affinity set's name includes the timeout, so a timeout change makes a new set instead of redefining one in use. */
 export function affinitySetName(sp: ServicePortState, ep: EndpointInfo): string {
   const id = `${portIdent(sp)}__${ep.ip}/${ep.port}`;
@@ -178,35 +192,51 @@ export function affinitySetName(sp: ServicePortState, ep: EndpointInfo): string 
 }
 
 /**
- * The balancing rules over `eps`. Without session affinity, each rule DNATs directly
- * (one chain per service port). With affinity, sticky clients are looked up first and
- * the cascade goes to per-endpoint chains, which refresh the client's affinity entry.
+ * The balancing rules over `eps`. Without session affinity: one rule, `dnat to numgen
+ * inc|random mod N map @endpoints-...`, and the map of index -> endpoint goes into the
+ * fragment. An endpoint replaced without a change in their number rewrites only the
+ * map's elements; the kernel re-validates the whole table (every chain reachable from
+ * the base chains) on each commit that adds a rule with a verdict or a NAT statement,
+ * but not for elements of a data map. `numgen inc` is one counter per expression, so
+ * new connections take the endpoints in exact rotation (0, 1, ..., N-1, 0, ...); with
+ * `random` each has probability 1/N.
+ *
+ * With affinity, sticky clients are looked up first, and a cascade `numgen inc mod N-k
+ * 0 goto endpoint_k` goes to per-endpoint chains, which refresh the client's entry.
+ * (A cascade, not `numgen ... vmap { ... }`: each anonymous verdict map is a set the
+ * kernel walks when it checks any jump for loops, which made full syncs quadratic:
+ * 48 s for 4,000 services x 10 endpoints.)
  */
-function balanceRules(sp: ServicePortState, eps: EndpointInfo[], cfg: RulesetConfig): Expr[][] {
+function balanceRules(sp: ServicePortState, eps: EndpointInfo[], cfg: RulesetConfig, frag: Fragment, which: 'cluster' | 'external'): Expr[][] {
   const f = sp.info.family;
   const rules: Expr[][] = [];
-  const affinity = sp.info.affinityTimeout !== undefined;
-  if (affinity) {
-    for (const ep of eps) rules.push([{ match: saddr(f), value: { set: affinitySetName(sp, ep) } }, { goto: endpointChainName(sp, ep) }]);
-  }
-  // A cascade, not `numgen ... vmap { ... }`: each anonymous verdict map is a set of
-  // the table, and the kernel walks every verdict-map set of the table when it checks
-  // a jump or goto for loops, which made a full sync quadratic in the number of
-  // services (48 s for 4,000 services x 10 endpoints, 313 s for 10,000). Rule k draws
-  // from its own generator modulo N-k: with `inc` the endpoints come in exact rotation
-  // (0, 1, ..., N-1, 0, ...), with `random` each has probability 1/N.
   const mode = cfg.balancing === 'random' ? 'random' : 'inc';
   const proto = sp.info.protocol.toLowerCase();
+  if (sp.info.affinityTimeout === undefined) {
+    const map = endpointMapName(sp, which);
+    const portProto = proto === 'udp' || proto === 'sctp' ? proto : 'tcp';
+    frag.sets.set(map, { kind: 'map', name: map, type: ['numgen'], value: [addrType(f), 'inet_service'], portProto });
+    frag.contents.set(
+      map,
+      eps.map((ep, k) => ({ key: [k], value: [ep.ip, ep.port] })),
+    );
+    rules.push([{ match: 'meta l4proto', value: proto }, { dnatNumgen: mode, mod: eps.length, map }]);
+    return rules;
+  }
+  for (const ep of eps) rules.push([{ match: saddr(f), value: { set: affinitySetName(sp, ep) } }, { goto: endpointChainName(sp, ep) }]);
   eps.forEach((ep, k) => {
     const pick: Expr[] = k < eps.length - 1 ? [{ numgenMatch: mode, mod: eps.length - k, value: 0 }] : [];
-    rules.push(affinity ? [...pick, { goto: endpointChainName(sp, ep) }] : [{ match: 'meta l4proto', value: proto }, ...pick, { dnat: ep.ip, port: ep.port }]);
+    rules.push([...pick, { goto: endpointChainName(sp, ep) }]);
   });
   return rules;
 }
 
+/** Marks the packet for masquerading in postrouting (inline: a jump per service would be validated per service). */
+const MARK_MASQ: Expr = { setMark: MASQ_MARK, how: 'or' };
+
 /** The chains, sets and map elements of one service (all its ports of family `f`). */
 export function serviceFragment(f: IPFamily, cfg: RulesetConfig, ports: readonly ServicePortState[]): Fragment {
-  const frag: Fragment = { chains: new Map(), sets: new Map(), elements: [] };
+  const frag: Fragment = { chains: new Map(), sets: new Map(), contents: new Map(), elements: [] };
   const cidrs = ofFamily(cfg.clusterCIDRs, f);
   for (const sp of ports) {
     const i = sp.info;
@@ -221,9 +251,9 @@ export function serviceFragment(f: IPFamily, cfg: RulesetConfig, ports: readonly
     // Cluster traffic.
     if (sel.cluster.length > 0) {
       const rules: Expr[][] = [];
-      if (cfg.masqueradeAll) rules.push([{ jump: 'mark-for-masquerade' }]);
-      else if (cidrs.length > 0) rules.push([{ match: daddr(f), value: i.clusterIP }, { match: saddr(f), op: '!=', value: cidrs }, { jump: 'mark-for-masquerade' }]);
-      rules.push(...balanceRules(sp, sel.cluster, cfg));
+      if (cfg.masqueradeAll) rules.push([MARK_MASQ]);
+      else if (cidrs.length > 0) rules.push([{ match: daddr(f), value: i.clusterIP }, { match: saddr(f), op: '!=', value: cidrs }, MARK_MASQ]);
+      rules.push(...balanceRules(sp, sel.cluster, cfg, frag, 'cluster'));
       frag.chains.set(svcChain, rules);
       frag.elements.push({ map: 'service-ips', key: [i.clusterIP, proto, i.port], value: { goto: svcChain }, comment });
     } else {
@@ -240,17 +270,17 @@ export function serviceFragment(f: IPFamily, cfg: RulesetConfig, ports: readonly
       if (sel.external.length > 0) {
         const rules: Expr[][] = [];
         if (!i.externalLocal) {
-          rules.push([{ jump: 'mark-for-masquerade' }]);
+          rules.push([MARK_MASQ]);
           if (sel.cluster.length > 0) rules.push([{ goto: svcChain }]);
-          else rules.push(...balanceRules(sp, sel.external, cfg));
+          else rules.push(...balanceRules(sp, sel.external, cfg, frag, 'external'));
         } else {
           // Pods and the node itself are not "external": they use all endpoints.
           if (sel.cluster.length > 0 && !i.internalLocal) {
             if (cidrs.length > 0) rules.push([{ match: saddr(f), value: cidrs }, { goto: svcChain }]);
-            rules.push([{ fib: 'saddr', type: 'local' }, { jump: 'mark-for-masquerade' }]);
+            rules.push([{ fib: 'saddr', type: 'local' }, MARK_MASQ]);
             rules.push([{ fib: 'saddr', type: 'local' }, { goto: svcChain }]);
           }
-          rules.push(...balanceRules(sp, sel.external, cfg));
+          rules.push(...balanceRules(sp, sel.external, cfg, frag, 'external'));
         }
         frag.chains.set(extChain, rules);
         for (const ip of externalDests) frag.elements.push({ map: 'service-ips', key: [ip, proto, i.port], value: { goto: extChain }, comment: `${comment} external` });

@@ -17,7 +17,7 @@
 // wins, deterministically, whatever order changes arrive in.
 import { Transaction, keyString, type Expr, type KeyType, type MapObj, type NftObject, type SetObj, type VerdictExpr } from '../os/nft.js';
 import type { IPFamily } from './model.js';
-import { PROXY_TABLE, hairpinSet, mapObjects, type FragElement, type Fragment } from './ruleset.js';
+import { PROXY_TABLE, hairpinSet, mapObjects, type FragElement, type Fragment, type OwnedElement } from './ruleset.js';
 
 interface Claim {
   el: FragElement;
@@ -44,7 +44,10 @@ export interface Plan {
 }
 
 const rulesHash = (rules: readonly (readonly Expr[])[]) => JSON.stringify(rules);
-const setHash = (s: SetObj) => JSON.stringify([s.type, s.flags, s.timeout]);
+const setHash = (s: SetObj | MapObj) => JSON.stringify([s.kind, s.type, s.kind === 'map' ? [s.value, s.portProto] : null, s.flags, s.timeout]);
+const contentsHash = (c: readonly OwnedElement[]) => JSON.stringify(c);
+/** Whether a set definition hash (setHash) is that of a map. */
+const kindOfHash = (h: string): 'set' | 'map' => (h.startsWith('["map"') ? 'map' : 'set');
 const verdictStr = (v: VerdictExpr | undefined) => (v === undefined ? '' : JSON.stringify(v));
 
 export class TableState {
@@ -61,6 +64,8 @@ export class TableState {
   /** What the kernel holds (as far as we know). */
   private readonly kChains = new Map<string, string>();
   private readonly kSets = new Map<string, string>();
+  /** Contents of owned maps in the kernel, by hash. */
+  private readonly kContents = new Map<string, string>();
   private readonly kElements = new Map<string, Claim>();
   /** Chains/sets flushed and awaiting deletion: name -> generation they went stale in. */
   private readonly stale = new Map<string, { kind: 'chain' | 'set'; gen: number }>();
@@ -179,6 +184,7 @@ export class TableState {
     }
     const chains = new Map<string, string>();
     const sets = new Map<string, string>();
+    const contents = new Map<string, string>();
     for (const frag of this.desired.values()) {
       for (const [name, rs] of frag.chains) {
         tx.add({ kind: 'chain', name });
@@ -189,6 +195,12 @@ export class TableState {
         tx.add(s);
         sets.set(name, setHash(s));
         st.setsAdded++;
+        const c = frag.contents.get(name);
+        if (c) {
+          for (const el of c) tx.add({ kind: 'element', set: name, key: el.key, value: el.value });
+          contents.set(name, contentsHash(c));
+          st.elementsAdded += c.length;
+        }
       }
     }
     for (const r of rules) tx.add(r);
@@ -209,6 +221,8 @@ export class TableState {
         for (const [k, v] of chains) this.kChains.set(k, v);
         this.kSets.clear();
         for (const [k, v] of sets) this.kSets.set(k, v);
+        this.kContents.clear();
+        for (const [k, v] of contents) this.kContents.set(k, v);
         this.kElements.clear();
         for (const [k, v] of kel) this.kElements.set(k, v);
         this.stale.clear();
@@ -237,7 +251,9 @@ export class TableState {
     const touchedKeys = new Set<string>();
 
     const wantChains = new Map<string, (readonly Expr[])[]>();
-    const wantSets = new Map<string, SetObj>();
+    const wantSets = new Map<string, SetObj | MapObj>();
+    const wantContents = new Map<string, OwnedElement[]>();
+    const contentUpdates = new Map<string, string>();
     const hadChains = new Set<string>();
     const hadSets = new Set<string>();
     for (const svc of this.dirty) {
@@ -246,6 +262,7 @@ export class TableState {
       if (now) {
         for (const [n, r] of now.chains) wantChains.set(n, r);
         for (const [n, s] of now.sets) wantSets.set(n, s);
+        for (const [n, c] of now.contents) wantContents.set(n, c);
         for (const el of now.elements) touchedKeys.add(this.elKey(el));
       }
       if (before) {
@@ -265,13 +282,24 @@ export class TableState {
       }
       if (cur !== undefined) {
         // Same name, other definition: only possible for a stale set (names hash the timeout); replace it.
-        tx.delete({ kind: 'set', name });
+        tx.delete({ kind: kindOfHash(cur), name });
         st.setsDeleted++;
         unstale.push(name);
       }
       tx.add(s);
       setUpdates.set(name, h);
       st.setsAdded++;
+    }
+    // 1b. Contents of owned maps (endpoint maps): rewritten when they changed; a new or
+    // re-created map gets all of them.
+    for (const [name, c] of wantContents) {
+      const h = contentsHash(c);
+      const fresh = setUpdates.has(name);
+      if (!fresh && this.kContents.get(name) === h) continue;
+      if (!fresh) tx.declare(wantSets.get(name)!).flush({ kind: 'map', name });
+      for (const el of c) tx.add({ kind: 'element', set: name, key: el.key, value: el.value });
+      st.elementsAdded += c.length;
+      contentUpdates.set(name, h);
     }
     // 2. Chains: declare new ones, then write rules of new and changed ones.
     for (const [name, rules] of wantChains) {
@@ -331,7 +359,7 @@ export class TableState {
         tx.delete({ kind: 'chain', name });
         st.chainsDeleted++;
       } else {
-        tx.delete({ kind: 'set', name });
+        tx.delete({ kind: kindOfHash(this.kSets.get(name) ?? ''), name });
         st.setsDeleted++;
       }
       deleted.push(name);
@@ -341,7 +369,11 @@ export class TableState {
       tx,
       stats: st,
       commit: () => {
-        for (const [n, h] of setUpdates) this.kSets.set(n, h);
+        for (const [n, h] of setUpdates) {
+          this.kSets.set(n, h);
+          this.kContents.delete(n);
+        }
+        for (const [n, h] of contentUpdates) this.kContents.set(n, h);
         for (const [n, h] of chainUpdates) this.kChains.set(n, h);
         for (const n of unstale) this.stale.delete(n);
         for (const [k, c] of elementUpdates) {
@@ -356,7 +388,10 @@ export class TableState {
           const s = this.stale.get(n)!;
           this.stale.delete(n);
           if (s.kind === 'chain') this.kChains.delete(n);
-          else this.kSets.delete(n);
+          else {
+            this.kSets.delete(n);
+            this.kContents.delete(n);
+          }
         }
         for (const svc of this.dirty) {
           const d = this.desired.get(svc);

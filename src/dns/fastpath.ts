@@ -17,7 +17,8 @@ export interface DnsNativeConstants {
 type Handle = object;
 
 export interface DnsNative {
-  bindUdp(host: string, port: number, v6only: boolean): number;
+  /** A UDP socket; SO_REUSEPORT unless `reuseport` is false. */
+  bindUdp(host: string, port: number, v6only: boolean, reuseport?: boolean): number;
   bindTcp(host: string, port: number, v6only: boolean): number;
   localPort(fd: number): number;
   closeFd(fd: number): void;
@@ -67,6 +68,26 @@ export function parseSockaddr(b: Buffer): { address: string; v6: boolean } {
   return { address: s, v6: true };
 }
 
+/** Binds and closes a plain UDP socket on host:port: the port, free of any other socket (EADDRINUSE otherwise). */
+function exclusivePort(n: DnsNative, host: string, port: number, v6: boolean): number {
+  let fd: number;
+  try {
+    fd = n.bindUdp(host, port, v6, false);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+      const err = new Error(`listen: UDP ${host.includes(':') ? `[${host}]` : host}:${port} is already in use by another socket`) as NodeJS.ErrnoException;
+      err.code = 'EADDRINUSE';
+      throw err;
+    }
+    throw e;
+  }
+  try {
+    return n.localPort(fd);
+  } finally {
+    n.closeFd(fd);
+  }
+}
+
 export interface FastUdpOptions {
   host: string;
   port: number;
@@ -94,11 +115,16 @@ export class FastUdp {
         const binds: [string, boolean][] = o.host === '::' ? [['::', true], ['0.0.0.0', false]] : [[o.host, o.host.includes(':')]];
         let port = o.port;
         for (const [host, isV6] of binds) {
+          // SO_REUSEPORT would let these sockets join another process's group on the same
+          // port (same user: any test, a leftover server, knotd), silently: the kernel would
+          // then hand part of the queries to the other server. A plain socket binds only a
+          // port nobody holds, so it is the check (EADDRINUSE), and with port 0 it picks a
+          // really free port (a SO_REUSEPORT port-0 bind may be given a port in use).
+          port = exclusivePort(n, host, port, isV6);
           for (let i = 0; i < threads; i++) {
             const fd = n.bindUdp(host, port, isV6);
             fds.push(fd);
             v6.push(isV6 ? 1 : 0);
-            if (port === 0) port = n.localPort(fd);
           }
         }
       });
@@ -108,7 +134,12 @@ export class FastUdp {
     }
     this.port = n.localPort(fds[0]!);
     this.threads = threads;
-    this.handle = n.start(fds, v6, o.maxUdp, o.maxEntries ?? 65536, o.maxBytes ?? 16 * 1024 * 1024, o.onMiss);
+    try {
+      this.handle = n.start(fds, v6, o.maxUdp, o.maxEntries ?? 65536, o.maxBytes ?? 16 * 1024 * 1024, o.onMiss);
+    } catch (e) {
+      for (const fd of fds) n.closeFd(fd);
+      throw e;
+    }
   }
 
   send(worker: number, addr: Buffer, data: Buffer): void {

@@ -9,7 +9,8 @@
 // replies with send() and, for answers that depend only on the key, stores them with
 // put(). clear() empties the cache when the zone changes.
 //
-//   bindUdp(host, port, v6only) -> fd        SO_REUSEPORT UDP socket (created in the calling thread's netns)
+//   bindUdp(host, port, v6only[, reuseport=true]) -> fd  UDP socket, SO_REUSEPORT unless reuseport is false
+//                                            (created in the calling thread's netns)
 //   bindTcp(host, port, v6only) -> fd        listening TCP socket (for net.Server.listen({fd}))
 //   localPort(fd) -> port
 //   cpuCount() -> CPUs in this thread's affinity mask
@@ -33,7 +34,12 @@
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
+#include <linux/filter.h>
 #include <node_api.h>
+
+#ifndef SO_ATTACH_REUSEPORT_CBPF
+#define SO_ATTACH_REUSEPORT_CBPF 51
+#endif
 
 #define BATCH 64
 #define PKT 4096            /* receive buffer per query and largest cached answer */
@@ -394,8 +400,8 @@ static int parse_addr(const char *host, int port, struct sockaddr_storage *ss, s
 }
 
 static napi_value bind_common(napi_env env, napi_callback_info info, int tcp) {
-  size_t argc = 3;
-  napi_value argv[3];
+  size_t argc = 4;
+  napi_value argv[4];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   char host[64];
   size_t hl;
@@ -405,6 +411,8 @@ static napi_value bind_common(napi_env env, napi_callback_info info, int tcp) {
       napi_get_value_int32(env, argv[1], &port) != napi_ok || port < 0 || port > 65535)
     return type_error(env, tcp ? "bindTcp(host, port, v6only)" : "bindUdp(host, port, v6only)");
   if (argc > 2) napi_get_value_bool(env, argv[2], &v6only);
+  bool reuseport = true;
+  if (argc > 3) napi_get_value_bool(env, argv[3], &reuseport);
   struct sockaddr_storage ss;
   socklen_t sl;
   int fam = parse_addr(host, port, &ss, &sl);
@@ -419,7 +427,7 @@ static napi_value bind_common(napi_env env, napi_callback_info info, int tcp) {
   if (tcp) {
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   } else {
-    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (reuseport) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     int sz = 4 * 1024 * 1024;
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
     setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
@@ -518,6 +526,33 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
     s->workers[i].index = (int)i;
     s->workers[i].fd = fd;
     s->workers[i].v6 = fam ? 1 : 0;
+  }
+  /*
+   * SO_REUSEPORT lets any socket of the same user join the group later (a port-0 bind
+   * of another process can even be given this port). The group's program picks one of
+   * OUR sockets (indexes 0..n-1: the first n members, in bind order) by the DNS ID, so
+   * a later member never receives a query meant for this server.
+   */
+  for (int i = 0; i < s->nworkers;) {
+    int j = i;
+    while (j < s->nworkers && s->workers[j].v6 == s->workers[i].v6) j++;
+    int n = j - i;
+    struct sock_filter code[] = {
+      BPF_STMT(BPF_LD | BPF_H | BPF_ABS, 0),      /* the DNS ID (data starts after the UDP header) */
+      BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, (uint32_t)n),
+      BPF_STMT(BPF_RET | BPF_A, 0),
+    };
+    struct sock_fprog prog = { .len = sizeof code / sizeof code[0], .filter = code };
+    if (setsockopt(s->workers[i].fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof prog) != 0) {
+      int e = errno;
+      s->refs = 1;
+      free(s->workers); free(s->sets);
+      pthread_rwlock_destroy(&s->lock);
+      pthread_mutex_destroy(&s->refLock);
+      free(s);
+      return throw_errno(env, "setsockopt(SO_ATTACH_REUSEPORT_CBPF)", e);
+    }
+    i = j;
   }
   napi_value name;
   napi_create_string_utf8(env, "skiff-dns-miss", NAPI_AUTO_LENGTH, &name);

@@ -6,14 +6,15 @@
 // - no cached answer outlives a change: after each change of a Service, the very next
 //   UDP query (native cache included) sees it;
 // - stress: concurrent mixed queries (apex NS/SOA, Services, NXDOMAIN, forwarded names
-//   to a fake upstream that delays its answers) while a Service flips every few ms;
+//   to a fake upstream that delays its answers) while a Service and a Namespace flip
+//   every few ms;
 //   every answer is checked against the zone's truth. Bounded: about 5 s.
 import dgram from 'node:dgram';
 import dnsPacket from 'dns-packet';
 import t from 'tap';
 import { dnsNative } from '../../src/dns/fastpath.js';
 import { DnsServer } from '../../src/dns/server.js';
-import { decode, FakeReader, fixture, query, svc, type Decoded } from '../helpers/dns.js';
+import { decode, FakeReader, fixture, ns, query, svc, type Decoded } from '../helpers/dns.js';
 
 const UPSTREAM_ADDR = '192.0.2.7';
 
@@ -131,10 +132,16 @@ t.test('concurrency of the handler and its caches', async (t) => {
   t.test('stress: concurrent mixed queries while the zone changes', async (t) => {
     delay = () => Math.random() * 20;
     let present = false;
+    // A Service and a Namespace come and go (the apex and svc.<zone> must never waver).
     const flip = setInterval(() => {
       present = !present;
-      if (present) reader.upsert(CHURN);
-      else reader.remove('Service', 'prod/churn');
+      if (present) {
+        reader.upsert(CHURN);
+        reader.upsert(ns('churn-ns'));
+      } else {
+        reader.remove('Service', 'prod/churn');
+        reader.remove('Namespace', 'churn-ns');
+      }
     }, 3);
     const bad: string[] = [];
     let total = 0;
@@ -155,6 +162,7 @@ t.test('concurrency of the handler and its caches', async (t) => {
             const name = `h${k}.d${Math.floor(Math.random() * 8)}.example.org`;
             batch.push(c.ask(name).then((d) => check(name, d, d?.rcode === 'NOERROR' && d.questions?.[0]?.name === name && data(d).join() === `A ${UPSTREAM_ADDR}`)));
           } else if (r < 0.75) batch.push(c.ask('web.prod.svc.cluster.local').then((d) => check('web A', d, d?.rcode === 'NOERROR' && data(d).join() === 'A 10.96.0.10')));
+          else if (r < 0.8) batch.push(c.ask('churn-ns.svc.cluster.local').then((d) => check('churn-ns', d, (d?.rcode === 'NOERROR' || d?.rcode === 'NXDOMAIN') && data(d).length === 0 && (d.authorities ?? []).some((a) => a.type === 'SOA'))));
           else if (r < 0.85) batch.push(c.ask('nope.prod.svc.cluster.local').then((d) => check('nope', d, d?.rcode === 'NXDOMAIN' && (d.authorities ?? []).some((a) => a.type === 'SOA'))));
           // The flipping Service: one of its two states, nothing else.
           else batch.push(c.ask('churn.prod.svc.cluster.local').then((d) => check('churn', d, (d?.rcode === 'NOERROR' && data(d).join() === 'A 10.96.7.7') || (d?.rcode === 'NXDOMAIN' && data(d).length === 0))));

@@ -48,7 +48,10 @@ t.test('the fast path\'s port is exclusive', { skip: native ? false : 'build/ski
     const intruder = dgram.createSocket({ type: 'udp4', reusePort: true });
     let stolen = 0;
     intruder.on('message', () => stolen++);
-    await new Promise<void>((r) => intruder.bind(s.port, '127.0.0.1', r));
+    await new Promise<void>((resolve, reject) => {
+      intruder.once('error', reject); // e.g. a Node without dgram's reusePort (it needs 22.12+)
+      intruder.bind(s.port, '127.0.0.1', resolve);
+    });
     t.teardown(() => intruder.close());
     // 60 clients (each its own source port, so its own hash), one query each.
     const answers = await Promise.all(Array.from({ length: 60 }, (_, i) => new Promise<boolean>((resolve) => {

@@ -1,4 +1,5 @@
-// The DNS UDP fast path: one SO_REUSEPORT socket and one native thread per core, each
+// The DNS UDP fast path: one UDP socket per address family, read by one native thread
+// per core (no SO_REUSEPORT: see FastUdp in fastpath.ts), each
 // looping recvmmsg -> answer from a shared answer cache -> sendmmsg, without touching
 // JavaScript. The cache is keyed by everything an answer depends on, normalised from
 // the query's wire bytes (RD, CD, EDNS presence, DO, the effective UDP size limit,
@@ -34,12 +35,7 @@
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
-#include <linux/filter.h>
 #include <node_api.h>
-
-#ifndef SO_ATTACH_REUSEPORT_CBPF
-#define SO_ATTACH_REUSEPORT_CBPF 51
-#endif
 
 #define BATCH 64
 #define PKT 4096            /* receive buffer per query and largest cached answer */
@@ -527,33 +523,6 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
     s->workers[i].fd = fd;
     s->workers[i].v6 = fam ? 1 : 0;
   }
-  /*
-   * SO_REUSEPORT lets any socket of the same user join the group later (a port-0 bind
-   * of another process can even be given this port). The group's program picks one of
-   * OUR sockets (indexes 0..n-1: the first n members, in bind order) by the DNS ID, so
-   * a later member never receives a query meant for this server.
-   */
-  for (int i = 0; i < s->nworkers;) {
-    int j = i;
-    while (j < s->nworkers && s->workers[j].v6 == s->workers[i].v6) j++;
-    int n = j - i;
-    struct sock_filter code[] = {
-      BPF_STMT(BPF_LD | BPF_H | BPF_ABS, 0),      /* the DNS ID (data starts after the UDP header) */
-      BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, (uint32_t)n),
-      BPF_STMT(BPF_RET | BPF_A, 0),
-    };
-    struct sock_fprog prog = { .len = sizeof code / sizeof code[0], .filter = code };
-    if (setsockopt(s->workers[i].fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof prog) != 0) {
-      int e = errno;
-      s->refs = 1;
-      free(s->workers); free(s->sets);
-      pthread_rwlock_destroy(&s->lock);
-      pthread_mutex_destroy(&s->refLock);
-      free(s);
-      return throw_errno(env, "setsockopt(SO_ATTACH_REUSEPORT_CBPF)", e);
-    }
-    i = j;
-  }
   napi_value name;
   napi_create_string_utf8(env, "skiff-dns-miss", NAPI_AUTO_LENGTH, &name);
   if (napi_create_threadsafe_function(env, argv[5], NULL, name, MISS_QUEUE, 1, s, tsfn_finalize, s, call_js, &s->tsfn) != napi_ok) {
@@ -703,7 +672,11 @@ static napi_value js_stop(napi_env env, napi_callback_info info) {
   for (int i = 0; i < s->nworkers; i++)
     if (s->workers[i].started) pthread_join(s->workers[i].thread, NULL);
   s->stopped = 1;
-  for (int i = 0; i < s->nworkers; i++) close(s->workers[i].fd);
+  for (int i = 0; i < s->nworkers; i++) {
+    int dup = 0; /* workers may share one socket: close each fd once */
+    for (int j = 0; j < i; j++) if (s->workers[j].fd == s->workers[i].fd) dup = 1;
+    if (!dup) close(s->workers[i].fd);
+  }
   pthread_rwlock_wrlock(&s->lock);
   clear_locked(s);
   pthread_rwlock_unlock(&s->lock);

@@ -1,7 +1,7 @@
 // The native UDP fast path against the JavaScript handler: every answer the native
 // cache sends must be byte-identical to what the handler renders for the same packet
 // (ID, the client's case, RD/CD, EDNS size and DO, TC), a zone change must empty the
-// cache within the same tick, several SO_REUSEPORT sockets must all answer, and the
+// cache within the same tick, every client must be answered, and the
 // CoreDNS metrics must count the answers the cache sent. No root needed.
 import dgram from 'node:dgram';
 import { Registry } from 'prom-client';

@@ -11,7 +11,7 @@
 //   - Memory per object: RSS and V8 heap + external of a server with 100,000 objects
 //     (50,000 Services, 50,000 Pods, plus 5,000 EndpointSlices) minus an empty one
 //     (bench/memory.ts; bench/cluster splits it by layer).
-//   - Unpinned: skiff with one SO_REUSEPORT socket and thread per CPU; the CPU time of
+//   - Unpinned: skiff with one socket read by one thread per CPU; the CPU time of
 //     each fast-path thread shows whether every core is used.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';

@@ -1,6 +1,6 @@
 // The UDP fast path (src/dns/native/skiff_dns.c, built to build/skiff_dns.node): one
-// SO_REUSEPORT socket and one native thread per CPU of the process's affinity mask,
-// each looping recvmmsg -> answer cache -> sendmmsg. Questions the cache cannot answer
+// UDP socket per address family and one native thread per CPU of the process's
+// affinity mask reading it, each looping recvmmsg -> answer cache -> sendmmsg. Questions the cache cannot answer
 // reach JavaScript through onMiss; the server answers them with reply(), and answers
 // that depend only on the query's bytes (the cluster zone's) are stored with put().
 import { existsSync } from 'node:fs';
@@ -17,7 +17,8 @@ export interface DnsNativeConstants {
 type Handle = object;
 
 export interface DnsNative {
-  bindUdp(host: string, port: number, v6only: boolean): number;
+  /** A UDP socket; SO_REUSEPORT unless `reuseport` is false. */
+  bindUdp(host: string, port: number, v6only: boolean, reuseport?: boolean): number;
   bindTcp(host: string, port: number, v6only: boolean): number;
   localPort(fd: number): number;
   closeFd(fd: number): void;
@@ -67,6 +68,20 @@ export function parseSockaddr(b: Buffer): { address: string; v6: boolean } {
   return { address: s, v6: true };
 }
 
+/** A plain UDP socket (no SO_REUSEPORT) on host:port; a clear EADDRINUSE when the port is taken. */
+function bindExclusive(n: DnsNative, host: string, port: number, v6: boolean): number {
+  try {
+    return n.bindUdp(host, port, v6, false);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+      const err = new Error(`listen: UDP ${host.includes(':') ? `[${host}]` : host}:${port} is already in use by another socket`) as NodeJS.ErrnoException;
+      err.code = 'EADDRINUSE';
+      throw err;
+    }
+    throw e;
+  }
+}
+
 export interface FastUdpOptions {
   host: string;
   port: number;
@@ -94,21 +109,33 @@ export class FastUdp {
         const binds: [string, boolean][] = o.host === '::' ? [['::', true], ['0.0.0.0', false]] : [[o.host, o.host.includes(':')]];
         let port = o.port;
         for (const [host, isV6] of binds) {
+          // One socket per family, read by every thread. Not one SO_REUSEPORT socket per
+          // thread: a reuseport port is open to any other reuseport socket of the same
+          // user. dig sets SO_REUSEPORT on its client socket and binds port 0, so now and
+          // then the kernel gave dig the server's own port; dig's connected socket then
+          // received its own query and printed it as the answer (NOERROR, no records: the
+          // dns-dig CI flake, docs/dns.md). Another server could also join silently and
+          // take a share of the queries. A plain socket is the port's only owner.
+          const fd = bindExclusive(n, host, port, isV6);
+          if (port === 0) port = n.localPort(fd);
           for (let i = 0; i < threads; i++) {
-            const fd = n.bindUdp(host, port, isV6);
             fds.push(fd);
             v6.push(isV6 ? 1 : 0);
-            if (port === 0) port = n.localPort(fd);
           }
         }
       });
     } catch (e) {
-      for (const fd of fds) n.closeFd(fd);
+      for (const fd of new Set(fds)) n.closeFd(fd);
       throw e;
     }
     this.port = n.localPort(fds[0]!);
     this.threads = threads;
-    this.handle = n.start(fds, v6, o.maxUdp, o.maxEntries ?? 65536, o.maxBytes ?? 16 * 1024 * 1024, o.onMiss);
+    try {
+      this.handle = n.start(fds, v6, o.maxUdp, o.maxEntries ?? 65536, o.maxBytes ?? 16 * 1024 * 1024, o.onMiss);
+    } catch (e) {
+      for (const fd of new Set(fds)) n.closeFd(fd);
+      throw e;
+    }
   }
 
   send(worker: number, addr: Buffer, data: Buffer): void {

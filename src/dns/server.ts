@@ -42,8 +42,8 @@ export interface DnsServerOptions extends ZoneOptions {
   /** Unanswered queries per TCP connection before reading pauses. */
   maxTcpPipeline?: number;
   /**
-   * The native UDP fast path (recvmmsg/sendmmsg, an answer cache in C, one
-   * SO_REUSEPORT socket and thread per CPU). Default: on when the addon is built.
+   * The native UDP fast path (recvmmsg/sendmmsg, an answer cache in C, one socket
+   * per address family read by one thread per CPU). Default: on when the addon is built.
    */
   fastPath?: boolean;
   /** Fast-path sockets/threads per address family (default: CPUs in the affinity mask). */

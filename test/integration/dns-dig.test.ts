@@ -5,6 +5,7 @@
 // decremented TTLs). No root needed; skips without dig or knotd.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -70,6 +71,18 @@ function waitFor(check: () => boolean, what: string, ms = 15000): Promise<void> 
   });
 }
 
+/** A port nothing listens on (TCP; knotd and the HTTP server bind it right after). */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const p = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
 async function stopProc(c: ChildProcess | null): Promise<void> {
   if (!c || c.exitCode !== null || c.signalCode !== null) return;
   const done = new Promise<void>((r) => c.once('exit', () => r()));
@@ -83,8 +96,11 @@ t.test('dig against skiff dns', { skip: missing.length ? `needs ${missing.join('
   const manifests = join(dir, 'manifests');
   mkdirSync(manifests);
   writeFileSync(join(manifests, 'fixture.json'), JSON.stringify({ apiVersion: 'v1', kind: 'List', items: fixture() }));
-  const base = 30000 + (process.pid % 15000) * 2;
-  const port = base, knotPort = base + 1;
+  // Ports the kernel picks, not ones derived from the pid: a fixed port may be another
+  // test's (CI runs two files at once, all as root), and before the fast path made its
+  // port exclusive, such a neighbour silently got a share of the queries (docs/dns.md).
+  const knotPort = await freePort();
+  const httpPort = await freePort();
   // The upstream: knotd serving example.com (www A, big-ttl A, NXDOMAIN for the rest).
   const kdir = join(dir, 'knot');
   mkdirSync(kdir);
@@ -101,10 +117,17 @@ t.test('dig against skiff dns', { skip: missing.length ? `needs ${missing.join('
   let knot: ChildProcess | null = spawn('knotd', ['-c', join(kdir, 'knot.conf')], { stdio: ['ignore', 'ignore', 'pipe'] });
   let knotErr = '';
   knot.stderr!.on('data', (d: Buffer) => (knotErr += d.toString()));
-  const skiff = spawn(process.execPath, [MAIN, 'dns', '--manifests', manifests, '--listen', `127.0.0.1:${port}`,
-    '--upstream', `127.0.0.1:${knotPort}`, '--reverse', '10.96.0.0/16', '--http', `127.0.0.1:${base + 2}`], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const skiff = spawn(process.execPath, [MAIN, 'dns', '--manifests', manifests, '--listen', '127.0.0.1:0',
+    '--upstream', `127.0.0.1:${knotPort}`, '--reverse', '10.96.0.0/16', '--http', `127.0.0.1:${httpPort}`], { stdio: ['ignore', 'ignore', 'pipe'] });
   let skiffErr = '';
   skiff.stderr!.on('data', (d: Buffer) => (skiffErr += d.toString()));
+  // The port skiff was given, from its "dns server listening" log line.
+  let port = 0;
+  await waitFor(() => {
+    port = Number(/"msg":"dns server listening","listen":"127\.0\.0\.1:(\d+)"/.exec(skiffErr)?.[1] ?? 0);
+    return port > 0 || skiff.exitCode !== null;
+  }, 'skiff dns to listen');
+  if (!port) throw new Error(`skiff dns did not start: ${skiffErr.slice(-400)}`);
   t.teardown(async () => {
     await stopProc(skiff);
     await stopProc(knot);
@@ -192,7 +215,7 @@ t.test('dig against skiff dns', { skip: missing.length ? `needs ${missing.join('
   });
 
   t.test('forwarding to knotd, and the cache', async (t) => {
-    const scrape = async () => (await (await fetch(`http://127.0.0.1:${base + 2}/metrics`)).text());
+    const scrape = async () => (await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text());
     const counter = (text: string, re: RegExp) => Number(re.exec(text)?.[1] ?? 0);
     const m0 = await scrape();
     const a = dig(port, ['www.example.com']);

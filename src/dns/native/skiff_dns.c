@@ -1,4 +1,5 @@
-// The DNS UDP fast path: one SO_REUSEPORT socket and one native thread per core, each
+// The DNS UDP fast path: one UDP socket per address family, read by one native thread
+// per core (no SO_REUSEPORT: see FastUdp in fastpath.ts), each
 // looping recvmmsg -> answer from a shared answer cache -> sendmmsg, without touching
 // JavaScript. The cache is keyed by everything an answer depends on, normalised from
 // the query's wire bytes (RD, CD, EDNS presence, DO, the effective UDP size limit,
@@ -9,7 +10,8 @@
 // replies with send() and, for answers that depend only on the key, stores them with
 // put(). clear() empties the cache when the zone changes.
 //
-//   bindUdp(host, port, v6only) -> fd        SO_REUSEPORT UDP socket (created in the calling thread's netns)
+//   bindUdp(host, port, v6only[, reuseport=true]) -> fd  UDP socket, SO_REUSEPORT unless reuseport is false
+//                                            (created in the calling thread's netns)
 //   bindTcp(host, port, v6only) -> fd        listening TCP socket (for net.Server.listen({fd}))
 //   localPort(fd) -> port
 //   cpuCount() -> CPUs in this thread's affinity mask
@@ -394,8 +396,8 @@ static int parse_addr(const char *host, int port, struct sockaddr_storage *ss, s
 }
 
 static napi_value bind_common(napi_env env, napi_callback_info info, int tcp) {
-  size_t argc = 3;
-  napi_value argv[3];
+  size_t argc = 4;
+  napi_value argv[4];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   char host[64];
   size_t hl;
@@ -405,6 +407,8 @@ static napi_value bind_common(napi_env env, napi_callback_info info, int tcp) {
       napi_get_value_int32(env, argv[1], &port) != napi_ok || port < 0 || port > 65535)
     return type_error(env, tcp ? "bindTcp(host, port, v6only)" : "bindUdp(host, port, v6only)");
   if (argc > 2) napi_get_value_bool(env, argv[2], &v6only);
+  bool reuseport = true;
+  if (argc > 3) napi_get_value_bool(env, argv[3], &reuseport);
   struct sockaddr_storage ss;
   socklen_t sl;
   int fam = parse_addr(host, port, &ss, &sl);
@@ -419,7 +423,7 @@ static napi_value bind_common(napi_env env, napi_callback_info info, int tcp) {
   if (tcp) {
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   } else {
-    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (reuseport) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     int sz = 4 * 1024 * 1024;
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
     setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
@@ -668,7 +672,11 @@ static napi_value js_stop(napi_env env, napi_callback_info info) {
   for (int i = 0; i < s->nworkers; i++)
     if (s->workers[i].started) pthread_join(s->workers[i].thread, NULL);
   s->stopped = 1;
-  for (int i = 0; i < s->nworkers; i++) close(s->workers[i].fd);
+  for (int i = 0; i < s->nworkers; i++) {
+    int dup = 0; /* workers may share one socket: close each fd once */
+    for (int j = 0; j < i; j++) if (s->workers[j].fd == s->workers[i].fd) dup = 1;
+    if (!dup) close(s->workers[i].fd);
+  }
   pthread_rwlock_wrlock(&s->lock);
   clear_locked(s);
   pthread_rwlock_unlock(&s->lock);

@@ -9,6 +9,14 @@
 //                            transaction ends (NLMSG_ERROR, i.e. an ack or an error;
 //                            NLMSG_DONE after a dump; or the single reply of a plain GET);
 //                            returns them as one Buffer for the caller to decode
+//   nlBatch(fd, batch, marker) sends a whole nfnetlink batch (BATCH_BEGIN ... BATCH_END, any
+//                            size: the socket's send buffer is forced large enough, so it stays
+//                            ONE datagram and so one atomic kernel transaction), then the marker
+//                            (a request answered exactly once, e.g. NFT_MSG_GETGEN), and returns
+//                            every message the kernel queued up to and including the marker's
+//                            answer: the batch's errors/acks come first, since netlink requests
+//                            are processed synchronously inside sendmsg. A receive-queue overrun
+//                            (too many errors to queue) is reported as an NLMSG_OVERRUN message.
 //   checksum(buffer)         FNV-1a 64 of the bytes, as 16 hex digits (the CNI loader's code
 //                            cache integrity check: a JS loop over 150 KB costs ~5 ms at start-up)
 //   socket(domain, type)     a new socket fd (close-on-exec) in the calling thread's network
@@ -207,6 +215,118 @@ static napi_value js_nl_request(napi_env env, napi_callback_info info) {
   return result;
 }
 
+static int buffer_arg(napi_env env, napi_value v, void **data, size_t *len) {
+  bool isbuf = false;
+  return napi_is_buffer(env, v, &isbuf) == napi_ok && isbuf && napi_get_buffer_info(env, v, data, len) == napi_ok && *len >= sizeof(struct nlmsghdr) ? 0 : -1;
+}
+
+static int send_all(int fd, const void *buf, size_t len) {
+  struct sockaddr_nl kernel = { .nl_family = AF_NETLINK };
+  ssize_t n;
+  do { n = sendto(fd, buf, len, 0, (struct sockaddr *)&kernel, sizeof kernel); } while (n < 0 && errno == EINTR);
+  return n < 0 ? errno : 0;
+}
+
+static napi_value js_nl_batch(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  int32_t fd;
+  void *batch, *marker;
+  size_t blen, mlen;
+  if (argc < 3 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || buffer_arg(env, argv[1], &batch, &blen) || buffer_arg(env, argv[2], &marker, &mlen)) {
+    napi_throw_type_error(env, NULL, "nlBatch(fd, batch buffer, marker request buffer)");
+    return NULL;
+  }
+  struct nlmsghdr mh;
+  memcpy(&mh, marker, sizeof mh);
+  // netlink_sendmsg refuses a datagram larger than the send buffer (less 32 bytes); the
+  // kernel doubles the value given. SO_*BUFFORCE needs CAP_NET_ADMIN, which nf_tables needs anyway.
+  int cur = 0;
+  socklen_t cl = sizeof cur;
+  getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &cur, &cl);
+  if ((size_t)cur < blen + 4096) {
+    size_t want = blen / 2 + 4096;
+    int v = want > 0x3fffffff ? 0x3fffffff : (int)want;
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &v, sizeof v) != 0) return throw_errno(env, "netlink SO_SNDBUFFORCE", errno);
+  }
+  // Errors are few unless the whole batch fails; room for ~200k capped error messages.
+  cur = 0;
+  cl = sizeof cur;
+  getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &cur, &cl);
+  if (cur < 16 << 20) {
+    int v = 8 << 20;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &v, sizeof v);
+  }
+  int err = send_all(fd, batch, blen);
+  if (err) return throw_errno(env, "netlink send batch", err);
+  err = send_all(fd, marker, mlen);
+  if (err) return throw_errno(env, "netlink send marker", err);
+
+  char *out = NULL, *buf = NULL;
+  size_t outlen = 0, outcap = 0, bufcap = 0;
+  int done = 0;
+  ssize_t n;
+  while (!done) {
+    do { n = recv(fd, NULL, 0, MSG_PEEK | MSG_TRUNC); } while (n < 0 && errno == EINTR);
+    if (n < 0 && errno == ENOBUFS) {
+      // Replies were dropped: say so in the stream (the caller treats the batch as failed
+      // if any error was read, and reports the overrun otherwise), and keep reading.
+      struct nlmsghdr ov = { .nlmsg_len = sizeof ov, .nlmsg_type = NLMSG_OVERRUN };
+      if (outlen + sizeof ov > outcap) {
+        size_t cap = outcap ? outcap * 2 : 8192;
+        while (cap < outlen + sizeof ov) cap *= 2;
+        char *no = realloc(out, cap);
+        if (!no) { err = ENOMEM; break; }
+        out = no;
+        outcap = cap;
+      }
+      memcpy(out + outlen, &ov, sizeof ov);
+      outlen += sizeof ov;
+      continue;
+    }
+    if (n < 0) { err = errno == EAGAIN ? ETIMEDOUT : errno; break; }
+    if ((size_t)n > bufcap) {
+      char *nb = realloc(buf, n);
+      if (!nb) { err = ENOMEM; break; }
+      buf = nb;
+      bufcap = n;
+    }
+    struct sockaddr_nl from;
+    socklen_t flen = sizeof from;
+    do { n = recvfrom(fd, buf, bufcap, 0, (struct sockaddr *)&from, &flen); } while (n < 0 && errno == EINTR);
+    if (n < 0) { err = errno == EAGAIN ? ETIMEDOUT : errno; break; }
+    if (from.nl_pid != 0) continue;
+    size_t len = n;
+    for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+      size_t ml = NLMSG_ALIGN(h->nlmsg_len);
+      if (ml > (size_t)((char *)buf + n - (char *)h)) ml = h->nlmsg_len;
+      if (outlen + ml > outcap) {
+        size_t cap = outcap ? outcap * 2 : 8192;
+        while (cap < outlen + ml) cap *= 2;
+        char *no = realloc(out, cap);
+        if (!no) { err = ENOMEM; done = 1; break; }
+        out = no;
+        outcap = cap;
+      }
+      memcpy(out + outlen, h, ml);
+      outlen += ml;
+      if (h->nlmsg_seq == mh.nlmsg_seq) { done = 1; break; }
+    }
+  }
+  free(buf);
+  if (err) {
+    free(out);
+    return throw_errno(env, "netlink recv", err);
+  }
+  napi_value result;
+  void *data;
+  napi_status st = napi_create_buffer_copy(env, outlen, outlen ? out : "", &data, &result);
+  free(out);
+  if (st != napi_ok) { napi_throw_error(env, NULL, "nlBatch: cannot allocate the reply buffer"); return NULL; }
+  return result;
+}
+
 static napi_value js_checksum(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -248,6 +368,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"nsType", NULL, js_nstype, NULL, NULL, NULL, napi_default, NULL},
     {"nlOpen", NULL, js_nl_open, NULL, NULL, NULL, napi_default, NULL},
     {"nlRequest", NULL, js_nl_request, NULL, NULL, NULL, napi_default, NULL},
+    {"nlBatch", NULL, js_nl_batch, NULL, NULL, NULL, napi_default, NULL},
     {"checksum", NULL, js_checksum, NULL, NULL, NULL, napi_default, NULL},
     {"socket", NULL, js_socket, NULL, NULL, NULL, napi_default, NULL},
   };

@@ -1202,7 +1202,7 @@ export class NftNetlink implements NftRunner {
       for (const el of info.elems) if (el.off <= first.offs) opIdx = el.op;
     }
     const what = opIdx !== undefined ? describe(enc.ops[opIdx]!) : `batch control message (seq ${first.seq})`;
-    const errText = errnoText(-first.errno);
+    const errText = errnoText(first.errno);
     const more = errors.list.length > 1 ? `; ${errors.list.length - 1} more message(s) failed` : '';
     throw new NftError(`nf_tables netlink: ${what}: ${errText}${first.msg ? `: ${first.msg}` : ''}${more}; nothing was applied`);
   }
@@ -1218,7 +1218,7 @@ function errnoText(err: number): string {
     // unknown errno
   }
   const msg = u.getSystemErrorMessage?.(err);
-  return msg ? `${msg} (${name})` : name;
+  return msg ? `${msg.charAt(0).toUpperCase()}${msg.slice(1)} (${name})` : name;
 }
 
 interface KernelError {

@@ -167,9 +167,10 @@ class Writer {
     while (this.off & 3) this.buf[this.off++] = 0;
   }
   str(type: number, s: string): void {
-    const n = Buffer.byteLength(s);
+    // Names are SAFE_NAME (ASCII) and comments are cleaned to printable ASCII: latin1 is exact and fastest.
+    const n = s.length;
     this.hdr(type, n + 1);
-    this.buf.write(s, this.off, 'utf8');
+    this.buf.write(s, this.off, n, 'latin1');
     this.off += n;
     this.buf[this.off++] = 0;
     this.pad();
@@ -287,6 +288,14 @@ function numBytes(n: number, len: number): Buffer {
 
 /** One literal of `type` as the inclusive span of values it denotes (prefixes and ranges too). */
 function literalSpan(type: KeyType, v: Literal): Span {
+  // Fast paths for the common literals (already validated when the op entered the Transaction).
+  if (type === 'ipv4_addr' && typeof v === 'string') {
+    const b = parse4(v);
+    if (b) return { lo: b, hi: b, single: true };
+  } else if (type === 'inet_service' && typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 65535) {
+    const b = numBytes(v, 2);
+    return { lo: b, hi: b, single: true };
+  }
   const c = canonLiteral(type, v);
   switch (type) {
     case 'ipv4_addr':
@@ -334,6 +343,28 @@ function literalSpan(type: KeyType, v: Literal): Span {
       return { lo: b, hi: b, single: true };
     }
   }
+}
+
+/** A plain dotted quad as 4 bytes, or undefined for anything else (prefixes, ranges, odd forms). */
+function parse4(s: string): Buffer | undefined {
+  const b = Buffer.allocUnsafe(4);
+  let part = 0;
+  let val = 0;
+  let digits = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 48 && c <= 57) {
+      val = val * 10 + (c - 48);
+      if (++digits > 3 || val > 255) return undefined;
+    } else if (c === 46 && digits > 0 && part < 3) {
+      b[part++] = val;
+      val = 0;
+      digits = 0;
+    } else return undefined;
+  }
+  if (part !== 3 || digits === 0) return undefined;
+  b[3] = val;
+  return b;
 }
 
 /** big-endian byte string + 1; undefined on overflow. */
@@ -1004,7 +1035,7 @@ class Encoder {
     }
     if ('dnat' in e) {
       const v6 = isIPv6(e.dnat);
-      this.immediate(1, Buffer.from(ipToBytes(e.dnat)));
+      this.immediate(1, (v6 ? undefined : parse4(e.dnat)) ?? Buffer.from(ipToBytes(e.dnat)));
       if (e.port !== undefined) this.immediate(2, numBytes(e.port, 2));
       this.ex('nat', () => {
         w.u32(1, 1); // NFT_NAT_DNAT

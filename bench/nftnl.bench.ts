@@ -13,7 +13,7 @@ import { Registry } from 'prom-client';
 import type { AgentContext } from '../src/agent/reconciler.js';
 import type { Change } from '../src/cluster/types.js';
 import { realExec } from '../src/os/exec.js';
-import { Nft, type NftRunner, type Transaction } from '../src/os/nft.js';
+import { Nft, Transaction as Tx, type NftRunner, type Transaction } from '../src/os/nft.js';
 import { NftNetlink } from '../src/os/nftnl.js';
 import { NetnsSandbox } from '../src/os/sandbox.js';
 import { MemoryView, slice, svc } from '../src/proxy/fixtures.js';
@@ -116,7 +116,27 @@ const bench: Benchmark = {
         rows.push({ metric: `${names[k]} at ${label}: NftNetlink (median of ${runs[k].nl.length})`, value: round(nl, 2), unit: 'ms', anchor: { name: 'nft -f, same transactions', value: round(median(runs[k].text), 1) }, ...(k !== 'stale' ? { target: '<= 20 ms', pass: nl <= 20 } : {}) });
         rows.push({ metric: `  end to end with NftNetlink (view -> model -> plan -> netlink)`, value: round(median(runs[k].e2e), 2), unit: 'ms' });
       }
-      // Both namespaces must hold the same ruleset after all of it.
+      // The kernel's own cost per transaction at this table size (netlink only; tiny
+      // transactions in a scratch chain): a commit without jumps, and one that adds a
+      // goto (the kernel then re-validates the table's jump graph).
+      const ep = /chain (endpoint-\S+)/.exec(execFileSync('ip', ['netns', 'exec', nsNl.name, 'nft', 'list', 'chains'], { encoding: 'utf8', maxBuffer: 1 << 28 }))![1]!;
+      const micro: [string, (i: number) => Transaction][] = [
+        ['add chain', (i) => new Tx('ip', 'skiff-proxy').add({ kind: 'chain', name: `bench-${i}` })],
+        ['add rule without jump', (i) => new Tx('ip', 'skiff-proxy').add({ kind: 'rule', chain: `bench-${i}`, rule: [{ counter: true }] })],
+        ['add rule with goto', (i) => new Tx('ip', 'skiff-proxy').add({ kind: 'rule', chain: `bench-${i}`, rule: [{ goto: ep }] })],
+        ['flush + delete chain', (i) => new Tx('ip', 'skiff-proxy').flush({ kind: 'chain', name: `bench-${i}` }).delete({ kind: 'chain', name: `bench-${i}` })],
+      ];
+      for (const [name, mk] of micro) {
+        const ts: number[] = [];
+        for (let i = 0; i < reps; i++) {
+          const tx = mk(i);
+          t0 = performance.now();
+          await netlink.run(tx);
+          ts.push(performance.now() - t0);
+        }
+        rows.push({ metric: `kernel floor at ${label}: one-op transaction "${name}", NftNetlink (median of ${reps})`, value: round(median(ts), 2), unit: 'ms' });
+      }
+      // Both namespaces must hold the same ruleset after all of it (the scratch chains are gone again).
       const list = (ns: string) => execFileSync('ip', ['netns', 'exec', ns, 'nft', 'list', 'ruleset'], { encoding: 'utf8', maxBuffer: 1 << 28 });
       const same = list(nsNl.name) === list(nsTx.name);
       notes.push(`After the run both namespaces list ${same ? 'identical' : 'DIFFERENT'} rulesets.`);

@@ -6,8 +6,8 @@
 // apply the very same transactions to the same table in the same run:
 //   - the full sync (NftNetlink: encode + kernel; nft: nft -f);
 //   - one changed endpoint (flush + rewrite of the service chain, a new endpoint
-//     chain, the element diff), one changed service (new port), and the deletion of
-//     the stale chains in the next transaction; medians.
+//     chain, the element diff) and one changed service (new port); medians;
+//   - the kernel's floor: one-op transactions (NftNetlink only) into the same table.
 import { execFileSync } from 'node:child_process';
 import { Registry } from 'prom-client';
 import type { AgentContext } from '../src/agent/reconciler.js';

@@ -1173,6 +1173,7 @@ export interface NftNetlinkOptions {
 export class NftNetlink implements NftRunner {
   private fd: number | undefined;
   private seq = (Date.now() & 0x3fffffff) >>> 0;
+  private busy: Promise<void> = Promise.resolve();
 
   constructor(private readonly opts: NftNetlinkOptions = {}) {
     if (opts.netns !== undefined && !/^[A-Za-z0-9_.-]+$/.test(opts.netns)) throw new NftError(`invalid netns name ${JSON.stringify(opts.netns)}`);
@@ -1214,11 +1215,19 @@ export class NftNetlink implements NftRunner {
     const mw = new Writer(32);
     mw.end(mw.begin((NFNL_SUBSYS_NFTABLES << 8) | MSG.GETGEN, 0, markerSeq, 0));
     let reply: Buffer;
+    // One batch at a time per socket: the replies of two batches must not interleave.
+    const prev = this.busy;
+    let release!: () => void;
+    this.busy = new Promise<void>((r) => (release = r));
+    await prev;
     try {
-      reply = native().nlBatch(this.socket(), enc.batch, mw.take());
+      // On a thread-pool thread: a full sync keeps the kernel busy for seconds.
+      reply = await native().nlBatchAsync(this.socket(), enc.batch, mw.take());
     } catch (e) {
       this.close();
       throw new NftError(`nf_tables netlink batch of ${enc.msgs.length} messages not applied: ${(e as Error).message}`);
+    } finally {
+      release();
     }
     const errors = parseErrors(reply, markerSeq);
     if (errors.overrun && errors.list.length === 0) throw new NftError('nf_tables netlink: replies were lost (receive queue overrun); the outcome of the batch is unknown');

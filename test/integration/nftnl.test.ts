@@ -211,6 +211,27 @@ if (requireRoot(t)) {
     t.ok(incremental > 0 && full > 0, `${full} full and ${incremental} incremental policy transactions compared`);
   });
 
+  t.test('runs are serialized per socket, and the event loop runs while the kernel works', async (t) => {
+    flushBoth();
+    const big = new Transaction('ip', 'sknl-big');
+    big.add({ kind: 'table' });
+    for (let i = 0; i < 20000; i++) {
+      big.add({ kind: 'chain', name: `c${i}` });
+      big.add({ kind: 'rule', chain: `c${i}`, rule: [{ match: 'ip saddr', value: `10.${i >> 8}.${i & 255}.1` }, { counter: true }, { verdict: 'accept' }] });
+    }
+    // The second transaction needs the first's table: it must not be sent before the first is applied.
+    const next = new Transaction('ip', 'sknl-big').add({ kind: 'rule', chain: 'c19999', rule: [{ verdict: 'drop' }] });
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 5);
+    const t0 = performance.now();
+    await Promise.all([nl.run(big), nl.run(next)]);
+    const ms = performance.now() - t0;
+    clearInterval(timer);
+    t.match(nft(B.name, 'list', 'chain', 'ip', 'sknl-big', 'c19999'), /counter packets 0 bytes 0 accept\n\s+drop/, 'both applied, in order');
+    t.ok(ticks >= Math.floor(ms / 50), `${ticks} timer ticks during ${ms.toFixed(0)} ms of netlink work`);
+    nft(B.name, 'delete', 'table', 'ip', 'sknl-big');
+  });
+
   t.test('summary', async (t) => {
     t.ok(compared > 100, `${compared} listings compared`);
   });

@@ -65,6 +65,59 @@ const count = (ns: string, what: string) => {
   return out.split('\n').filter((l) => /^\s*(chain|set|map) /.test(l)).length;
 };
 
+/**
+ * The kernel's cost for a flatter table of the same size (a design data point for the
+ * proxy, docs/nftnl.md): one chain per service whose 10 rules DNAT straight from the
+ * numgen cascade (no endpoint chains), behind the same kind of verdict map.
+ */
+async function flatShape(sandbox: NetnsSandbox, n: number, reps: number, rows: Row[]): Promise<void> {
+  const ns = sandbox.create('bflat');
+  const nl = new NftNetlink({ netnsPath: ns.path });
+  const cascade = (c: string, i: number, k: number, base: string) =>
+    ({ kind: 'rule', chain: c, rule: [...(k < 9 ? [{ numgenMatch: 'inc' as const, mod: 10 - k, value: 0 }] : []), { match: 'meta l4proto' as const, value: 'tcp' }, { dnat: `${base}.${k}`, port: 8080 }] }) as const;
+  try {
+    const tx = new Tx('ip', 'flat');
+    tx.add({ kind: 'table' });
+    tx.add({ kind: 'chain', name: 'pre', type: 'nat', hook: 'prerouting', priority: 'dstnat' });
+    tx.add({ kind: 'chain', name: 'out', type: 'nat', hook: 'output', priority: -100 });
+    tx.add({ kind: 'map', name: 'svc', type: ['ipv4_addr', 'inet_proto', 'inet_service'], value: 'verdict' });
+    for (const c of ['pre', 'out']) tx.add({ kind: 'rule', chain: c, rule: [{ vmap: { set: 'svc' }, key: ['ip daddr', 'meta l4proto', 'th dport'] }] });
+    for (let i = 0; i < n; i++) {
+      tx.add({ kind: 'chain', name: `s${i}` });
+      for (let k = 0; k < ENDPOINTS; k++) tx.add(cascade(`s${i}`, i, k, `10.${128 + (i >> 14)}.${(i >> 6) & 255}`));
+      tx.add({ kind: 'element', set: 'svc', key: [clusterIP(i), 'tcp', 80], value: { goto: `s${i}` } });
+    }
+    let t0 = performance.now();
+    await nl.run(tx);
+    const label = n.toLocaleString('en-US');
+    rows.push({ metric: `flat shape (1 chain/service, ${label} services × ${ENDPOINTS} dnat rules): full sync, NftNetlink`, value: round((performance.now() - t0) / 1000, 2), unit: 's' });
+    const cases: [string, (i: number) => Transaction][] = [
+      ['add rule without jump', (i) => new Tx('ip', 'flat').add({ kind: 'chain', name: `x${i}` }).add({ kind: 'rule', chain: `x${i}`, rule: [{ counter: true }] })],
+      [
+        'rewrite one service chain (flush + 10 dnat rules)',
+        (i) => {
+          const t = new Tx('ip', 'flat').flush({ kind: 'chain', name: `s${i * 7}` });
+          for (let k = 0; k < ENDPOINTS; k++) t.add(cascade(`s${i * 7}`, i, k, `10.127.${i}`));
+          return t;
+        },
+      ],
+    ];
+    for (const [name, mk] of cases) {
+      const ts: number[] = [];
+      for (let i = 0; i < reps; i++) {
+        const t = mk(i);
+        t0 = performance.now();
+        await nl.run(t);
+        ts.push(performance.now() - t0);
+      }
+      rows.push({ metric: `  flat shape: one-op transaction "${name}", NftNetlink (median of ${reps})`, value: round(median(ts), 2), unit: 'ms' });
+    }
+  } finally {
+    nl.close();
+    sandbox.remove(ns.name);
+  }
+}
+
 const bench: Benchmark = {
   id: 'nftnl',
   title: 'nftables over netlink (NftNetlink) vs nft -f, proxy table',
@@ -75,6 +128,10 @@ const bench: Benchmark = {
     const reps = quick ? 3 : 7;
     const sandbox = new NetnsSandbox(process.env.SKIFF_NETNS_PREFIX ?? 'sknl-');
     try {
+      if (process.env.NFTNL_BENCH_PART === 'flat') {
+        await flatShape(sandbox, n, reps, rows);
+        return { id: 'nftnl', title: this.title, command: 'sudo NFTNL_BENCH_PART=flat node dist/bench/run.js nftnl', rows, notes };
+      }
       const nsNl = sandbox.create('bnl');
       const nsTx = sandbox.create('btx');
       const netlink = new NftNetlink({ netnsPath: nsNl.path });
@@ -143,6 +200,9 @@ const bench: Benchmark = {
       notes.push(`nft: ${execFileSync('nft', ['--version'], { encoding: 'utf8' }).trim()}; each service has one TCP port and ${ENDPOINTS} endpoints; round-robin. The nft -f figure of each row is the same transaction applied to the other namespace right after.`);
       netlink.close();
       await proxier.close();
+      sandbox.remove(nsNl.name);
+      sandbox.remove(nsTx.name);
+      await flatShape(sandbox, n, reps, rows);
     } finally {
       sandbox.removeAll();
     }

@@ -14,6 +14,13 @@ export interface Native {
   nlOpen(protocol: number): number;
   /** Sends one request and returns every message of its reply, up to and including the ack/error/done. */
   nlRequest(fd: number, msg: Buffer): Buffer;
+  /**
+   * Sends an nfnetlink batch as one datagram, then `marker` (a request answered exactly
+   * once); returns every message received up to and including the marker's answer.
+   */
+  nlBatch(fd: number, batch: Buffer, marker: Buffer): Buffer;
+  /** nlBatch on a thread-pool thread: the event loop runs while the kernel applies the batch. */
+  nlBatchAsync(fd: number, batch: Buffer, marker: Buffer): Promise<Buffer>;
   /** FNV-1a 64 of the bytes, 16 hex digits. */
   checksum(data: Buffer): string;
   /** A new socket (close-on-exec) in the calling thread's network namespace; returns its fd. */

@@ -683,6 +683,8 @@ export class Transaction {
   private firstError: NftError | undefined;
   /** Key/value types of the sets and maps declared in this transaction (for rendering and literal checks). */
   private readonly types = new Map<string, { key: readonly KeyType[]; value?: 'verdict' | readonly KeyType[] }>();
+  /** The full definitions behind `types` (flags tell interval sets apart), for the netlink encoder. */
+  private readonly decls = new Map<string, SetObj | MapObj>();
 
   constructor(
     readonly family: TableFamily,
@@ -708,7 +710,13 @@ export class Transaction {
    */
   declare(o: SetObj | MapObj): this {
     this.types.set(o.name, { key: o.type, ...(o.kind === 'map' ? { value: o.value } : {}) });
+    this.decls.set(o.name, o);
     return this;
+  }
+
+  /** The definition of a set/map added or declared in this transaction (its types and flags). */
+  declared(name: string): SetObj | MapObj | undefined {
+    return this.decls.get(name);
   }
 
   private push(op: Op): this {

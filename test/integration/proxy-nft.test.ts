@@ -8,7 +8,8 @@ import { Registry } from 'prom-client';
 import type { AgentContext } from '../../src/agent/reconciler.js';
 import { Conntrack } from '../../src/os/conntrack.js';
 import { realExec } from '../../src/os/exec.js';
-import { Nft } from '../../src/os/nft.js';
+import { Nft, type NftRunner } from '../../src/os/nft.js';
+import { NftNetlink } from '../../src/os/nftnl.js';
 import { MemoryView, slice, svc } from '../../src/proxy/fixtures.js';
 import { Proxier } from '../../src/proxy/proxier.js';
 import { logger } from '../../src/util/log.js';
@@ -114,9 +115,13 @@ if (requireRoot(t)) {
 
   const view = new MemoryView();
   const nft = new Nft(realExec, { netns: node.name });
+  // test/integration/nftnl-packet.test.ts runs this file with the proxier programming
+  // nftables over netlink (NftNetlink) instead of the nft binary; listings still use nft.
+  const runner: NftRunner = process.env.SKIFF_PROXY_TEST_RUNNER === 'netlink' ? new NftNetlink({ netns: node.name }) : nft;
+  t.comment(`proxier runner: ${runner === nft ? 'nft -f' : 'NftNetlink'}`);
   const mkProxier = () => {
     const ctx: AgentContext = { nodeName: 'node-a', view, registry: new Registry(), log: logger('proxy-it'), exec: realExec };
-    return new Proxier(ctx, { clusterCIDR: '10.244.0.0/16', balancing: 'round-robin', nodeIPs: ['192.168.50.1'], healthCheckBind: false }, nft, {
+    return new Proxier(ctx, { clusterCIDR: '10.244.0.0/16', balancing: 'round-robin', nodeIPs: ['192.168.50.1'], healthCheckBind: false }, runner, {
       conntrack: new Conntrack(realExec, { netns: node.name }),
     });
   };

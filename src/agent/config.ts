@@ -27,6 +27,8 @@ export interface AgentConfig {
   overlay: { enabled: boolean; vni: number; port: number; device: string; underlayInterface: string };
   masquerade: boolean;
   proxy: { enabled: boolean; balancing: Balancing; minSyncInterval: number; syncPeriod: number };
+  /** How the proxy and the policy reconciler program nftables: nf_tables netlink directly (default), or the nft binary. */
+  nftables: 'netlink' | 'nft';
   dns: { enabled: boolean; listen: string };
   policy: { enabled: boolean; policyAwareDns: boolean };
   /** Runner timing for reconcilers that have none of their own (ms). */
@@ -120,6 +122,7 @@ export const FIELDS: readonly FieldSpec[] = [
   { key: 'proxy.balancing', type: { t: 'enum', values: ['round-robin', 'random'] }, help: 'endpoint selection per new connection' },
   { key: 'proxy.minSyncInterval', type: { t: 'duration' }, help: 'minimum time between proxy syncs' },
   { key: 'proxy.syncPeriod', type: { t: 'duration' }, help: 'full proxy resync period' },
+  { key: 'nftables', type: { t: 'enum', values: ['netlink', 'nft'] }, help: 'how rules reach the kernel: nf_tables netlink batches, or the nft binary' },
   { key: 'dns.enabled', type: { t: 'bool' }, help: 'the node-local cluster DNS server' },
   { key: 'dns.listen', type: { t: 'string', check: hostPort }, help: 'DNS listen address' },
   { key: 'policy.enabled', type: { t: 'bool' }, help: 'NetworkPolicy enforcement' },
@@ -153,6 +156,7 @@ export function defaultConfig(): AgentConfig {
     overlay: { enabled: true, vni: 1, port: 8472, device: '', underlayInterface: '' },
     masquerade: true,
     proxy: { enabled: true, balancing: 'round-robin', minSyncInterval: 1000, syncPeriod: 30_000 },
+    nftables: 'netlink',
     dns: { enabled: true, listen: '169.254.20.10:53' },
     policy: { enabled: true, policyAwareDns: false },
     sync: { minInterval: 1000, period: 60_000, backoffInitial: 1000, backoffMax: 60_000 },

@@ -383,6 +383,7 @@ export class Tracer {
           this.counters.set(rule, n + 1);
           n %= e.mod;
         } else n = Math.floor(this.rand() * e.mod);
+        n += e.offset ?? 0;
         const el = s.elements.get(String(n));
         // A missing element: the lookup fails and the rule does not match.
         if (!el || !Array.isArray(el.value)) return { t: 'nomatch' };

@@ -127,14 +127,14 @@ export type Expr =
    */
   | { numgenMatch: 'inc' | 'random'; mod: number; value: number }
   /**
-   * `dnat to numgen inc|random mod N map @MAP` (terminal): the generator picks index
-   * 0..N-1 and MAP (key type numgen, value address . inet_service) gives the target.
+   * `dnat to numgen inc|random mod N [offset B] map @MAP` (terminal): the generator
+   * picks index B..B+N-1 and MAP (key type numgen, value address . inet_service) gives the target.
    * One rule balances over N endpoints, and replacing endpoints only rewrites the
    * map's elements, which, unlike a rule with a verdict or NAT, does not make the
    * kernel re-validate the whole table. A missing element means no match. In inet
    * tables `ip6` selects `dnat ip6 to`.
    */
-  | { dnatNumgen: 'inc' | 'random'; mod: number; map: string; ip6?: boolean }
+  | { dnatNumgen: 'inc' | 'random'; mod: number; offset?: number; map: string; ip6?: boolean }
   | VerdictExpr;
 
 // ---------------------------------------------------------------------------------
@@ -453,6 +453,7 @@ export function checkExprs(exprs: readonly Expr[]): void {
     } else if ('dnatNumgen' in e) {
       if (e.dnatNumgen !== 'inc' && e.dnatNumgen !== 'random') throw new NftError(`invalid numgen mode ${JSON.stringify(e.dnatNumgen)}`);
       if (!Number.isInteger(e.mod) || e.mod < 1 || e.mod > 0xffffffff) throw new NftError(`invalid numgen modulus ${JSON.stringify(e.mod)}`);
+      if (e.offset !== undefined && (!Number.isInteger(e.offset) || e.offset < 0 || e.offset + e.mod - 1 > 0xffffffff)) throw new NftError(`invalid numgen offset ${JSON.stringify(e.offset)}`);
       const why = checkName('map', e.map);
       if (why) throw new NftError(why);
     } else if ('numgen' in e) {
@@ -530,7 +531,7 @@ export function renderExpr(e: Expr, family: TableFamily): string {
     return `reject with ${kind} type ${code}`;
   }
   if ('numgenMatch' in e) return `numgen ${e.numgenMatch} mod ${e.mod} ${e.value}`;
-  if ('dnatNumgen' in e) return `dnat${family === 'inet' ? (e.ip6 ? ' ip6' : ' ip') : ''} to numgen ${e.dnatNumgen} mod ${e.mod} map @${e.map}`;
+  if ('dnatNumgen' in e) return `dnat${family === 'inet' ? (e.ip6 ? ' ip6' : ' ip') : ''} to numgen ${e.dnatNumgen} mod ${e.mod}${e.offset ? ` offset ${e.offset}` : ''} map @${e.map}`;
   if ('numgen' in e) return `numgen ${e.numgen} mod ${e.vmap.length} vmap { ${e.vmap.map((v, i) => `${i} : ${renderVerdict(v)}`).join(', ')} }`;
   if ('vmap' in e) return `${e.key.join(' . ')} vmap @${e.vmap.set}`;
   return renderVerdict(e);

@@ -31,8 +31,10 @@ import { closeSync } from 'node:fs';
 import { ipToBytes } from '../util/ip.js';
 import { native } from './native.js';
 import { inNetns } from './netns.js';
+import type { Executor } from './exec.js';
 import {
   canonLiteral,
+  Nft,
   NftError,
   renderKey,
   SELECTOR_TYPES,
@@ -113,11 +115,50 @@ const DTYPE: Record<KeyType, { id: number; len: number; order: number }> = {
   inet_service: { id: 13, len: 2, order: 2 },
   mark: { id: 19, len: 4, order: 1 },
   ifname: { id: 41, len: 16, order: 1 },
+  /** A numgen value: nft's plain integer type, host order. */
+  numgen: { id: 4, len: 4, order: 1 },
 };
 const TYPE_INTEGER = 4;
 const TYPE_BITS = 6;
 
-const UDATA_SET = { KEYBYTEORDER: 0, DATABYTEORDER: 1, DATA_INTERVAL: 6, COMMENT: 7 };
+const UDATA_SET = { KEYBYTEORDER: 0, DATABYTEORDER: 1, KEY_TYPEOF: 3, DATA_TYPEOF: 4, DATA_INTERVAL: 6, COMMENT: 7 };
+
+// The typeof description nft keeps in a set's udata, for the one shape skiff declares
+// with typeof: `typeof numgen inc mod 2 : ip daddr . tcp dport` (and ip6, udp, sctp).
+// Read from `nft --debug=mnl add map ...` (nft 1.0.6): a nest of the expression's type
+// (TYPEOF_EXPR, nft's enum expr_types) and its own udata (TYPEOF_DATA); a concatenation
+// nests one such pair per component. Payload udata is (protocol description, field).
+const TYPEOF = { EXPR: 0, DATA: 1 };
+const EXPR_TYPE = { PAYLOAD: 7, CONCAT: 13, NUMGEN: 23 };
+const PROTO_DESC = { ip: 12, ip6: 13, tcp: 8, udp: 6, sctp: 10 };
+const FIELD = { ipDaddr: 12, ip6Daddr: 9, dport: 2 };
+const udNest = (type: number, items: [number, Buffer][]) => [type, udata(items)] as [number, Buffer];
+const udPayload = (index: number, desc: number, field: number) =>
+  udNest(index, [
+    [TYPEOF.EXPR, udU32(EXPR_TYPE.PAYLOAD)],
+    udNest(TYPEOF.DATA, [
+      [0, udU32(desc)],
+      [1, udU32(field)],
+    ]),
+  ]);
+/** KEY_TYPEOF and DATA_TYPEOF udata of a map keyed by `numgen`. */
+function numgenTypeof(m: MapObj): [number, Buffer][] {
+  const v6 = Array.isArray(m.value) && m.value[0] === 'ipv6_addr';
+  return [
+    udNest(UDATA_SET.KEY_TYPEOF, [
+      [TYPEOF.EXPR, udU32(EXPR_TYPE.NUMGEN)],
+      udNest(TYPEOF.DATA, [
+        [0, udU32(0)], // inc
+        [1, udU32(2)], // mod 2 (only the type matters)
+        [2, udU32(0)], // offset
+      ]),
+    ]),
+    udNest(UDATA_SET.DATA_TYPEOF, [
+      [TYPEOF.EXPR, udU32(EXPR_TYPE.CONCAT)],
+      udNest(TYPEOF.DATA, [udPayload(0, v6 ? PROTO_DESC.ip6 : PROTO_DESC.ip, v6 ? FIELD.ip6Daddr : FIELD.ipDaddr), udPayload(1, PROTO_DESC[m.portProto ?? 'tcp'], FIELD.dport)]),
+    ]),
+  ];
+}
 
 const LE = endianness() === 'LE';
 
@@ -326,7 +367,8 @@ function literalSpan(type: KeyType, v: Literal): Span {
       const b = Buffer.from([n]);
       return { lo: b, hi: b, single: true };
     }
-    case 'mark': {
+    case 'mark':
+    case 'numgen': {
       const b = hostU32(Number(c));
       return { lo: b, hi: b, single: true };
     }
@@ -590,6 +632,7 @@ class Encoder {
         w.u32(SET.DATA_TYPE, keyTypeId(s.value));
         w.u32(SET.DATA_LEN, keyLen(s.value));
         ud.push([UDATA_SET.DATABYTEORDER, udU32(keyOrder(s.value))]);
+        if (s.type.length === 1 && s.type[0] === 'numgen') ud.push(...numgenTypeof(s));
       }
       ud.push([UDATA_SET.DATA_INTERVAL, udU32(0)]);
     }
@@ -1087,6 +1130,23 @@ class Encoder {
       });
       return;
     }
+    if ('dnatNumgen' in e) {
+      // [ numgen reg 1 = inc mod N ] [ lookup reg 1 set M dreg 1 ] [ nat dnat ip addr_min reg 1 proto_min reg 9 ]
+      // The map's data is address . port: the port follows the address in the next
+      // 32-bit register (NFT_REG32_01 = 9 after an IPv4 address, NFT_REG_2 after IPv6).
+      const decl = this.tx.declared(e.map);
+      const v6 = decl?.kind === 'map' && Array.isArray(decl.value) ? decl.value[0] === 'ipv6_addr' : this.tx.family === 'ip6' || !!e.ip6;
+      this.numgen(e.dnatNumgen, e.mod, e.offset ?? 0);
+      this.lookup(nftReg(1), e.map, this.setIdOf(e.map), { dreg: nftReg(1) });
+      this.ex('nat', () => {
+        w.u32(1, 1); // NFT_NAT_DNAT
+        w.u32(2, v6 ? NFPROTO_IPV6 : NFPROTO_IPV4);
+        w.u32(3, nftReg(1));
+        w.u32(5, v6 ? 2 : 9);
+        w.u32(7, 2); // NF_NAT_RANGE_PROTO_SPECIFIED
+      });
+      return;
+    }
     if ('numgenMatch' in e) {
       this.numgen(e.numgenMatch, e.mod);
       this.cmp(nftReg(1), CMP.EQ, hostU32(e.value));
@@ -1109,12 +1169,12 @@ class Encoder {
     });
   }
 
-  private numgen(mode: 'inc' | 'random', mod: number): void {
+  private numgen(mode: 'inc' | 'random', mod: number, offset = 0): void {
     this.ex('numgen', () => {
       this.w.u32(1, nftReg(1));
       this.w.u32(2, mod);
       this.w.u32(3, mode === 'inc' ? 0 : 1);
-      this.w.u32(4, 0);
+      this.w.u32(4, offset);
     });
   }
 }
@@ -1307,3 +1367,12 @@ function parseErrors(buf: Buffer, markerSeq: number): { list: KernelError[]; ove
 }
 
 export const __test = { Writer, literalSpan, keyTypeId, nftReg, NLM_F_ACK };
+
+/**
+ * The nftables runner a reconciler uses: NftNetlink (default; no process, no cache) or
+ * the nft binary (`nftables: nft`, e.g. to compare, or where nft's own checks are wanted).
+ */
+export function nftRunner(kind: 'netlink' | 'nft', exec: Executor, opts: { netnsPath?: string; timeoutMs?: number } = {}): NftRunner {
+  if (kind === 'nft') return new Nft(exec, { ...(opts.netnsPath ? { netnsPath: opts.netnsPath } : {}), ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}) });
+  return new NftNetlink(opts.netnsPath ? { netnsPath: opts.netnsPath } : {});
+}

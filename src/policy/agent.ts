@@ -5,12 +5,12 @@
 import { defaultTiming, registerReconciler } from '../agent/agent.js';
 import type { AgentConfig } from '../agent/config.js';
 import type { AgentContext } from '../agent/reconciler.js';
-import { Nft } from '../os/nft.js';
+import { nftRunner } from '../os/nftnl.js';
 import { PolicyReconciler } from './reconciler.js';
 
 export function createPolicyReconciler(ctx: AgentContext, c: AgentConfig): PolicyReconciler | undefined {
   if (!c.policy.enabled) return undefined;
-  const nft = new Nft(ctx.exec, ctx.netnsPath ? { netnsPath: ctx.netnsPath } : {});
+  const nft = nftRunner(c.nftables, ctx.exec, ctx.netnsPath ? { netnsPath: ctx.netnsPath } : {});
   // The bridge sysctls live in the agent's own namespace; when it drives another one
   // (ctx.netnsPath) it cannot reach them through /proc/sys and leaves them alone.
   return new PolicyReconciler(ctx, { ensureBridgeNetfilter: !ctx.netnsPath }, nft);

@@ -9,12 +9,12 @@
 import { registerReconciler } from '../agent/agent.js';
 import type { AgentConfig } from '../agent/config.js';
 import type { AgentContext } from '../agent/reconciler.js';
-import { Nft } from '../os/nft.js';
+import { nftRunner } from '../os/nftnl.js';
 import { Proxier } from './proxier.js';
 
 export function createProxyReconciler(ctx: AgentContext, c: AgentConfig): Proxier | undefined {
   if (!c.proxy.enabled) return undefined;
-  const nft = new Nft(ctx.exec, ctx.netnsPath ? { netnsPath: ctx.netnsPath, timeoutMs: 120_000 } : { timeoutMs: 120_000 });
+  const nft = nftRunner(c.nftables, ctx.exec, ctx.netnsPath ? { netnsPath: ctx.netnsPath, timeoutMs: 120_000 } : { timeoutMs: 120_000 });
   return new Proxier(
     ctx,
     {

@@ -265,7 +265,7 @@ export class Proxier implements Reconciler {
       }
       if (model.length) this.models.set(key, model);
       else this.models.delete(key);
-      for (const [f, st] of this.states) st.setService(key, model.length ? serviceFragment(f, this.cfg, model) : undefined);
+      for (const [f, st] of this.states) st.setService(key, model.length ? serviceFragment(f, this.cfg, model, st.slots) : undefined);
     }
     this.logProblems(problems, dirty);
 

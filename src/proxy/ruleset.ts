@@ -12,12 +12,14 @@
 //                       <node address> l4proto . dport vmap @service-nodeports
 //   service-H-ns/name/proto/port     per service port, cluster traffic: masquerade mark
 //                       for sources outside the cluster CIDR, then ONE rule
-//                       `meta l4proto P dnat to numgen inc|random mod N map @endpoints-H-...`
+//                       `meta l4proto P dnat to numgen inc|random mod N offset B map @endpoints-P`
 //                       exact round-robin (default) or uniform random; with session
 //                       affinity, lookups first and a cascade of `numgen ... goto
 //                       endpoint_k` instead
-//   endpoints-H-...     per service port: index 0..N-1 -> endpoint address . port
-//                       (external-endpoints-H-...: the external traffic's own set)
+//   endpoints-tcp|udp|sctp   index -> endpoint address . port, shared by all service
+//                       ports of that protocol: a port owns the indexes B..B+N-1 of its
+//                       slot (B = slot * SLOT_SIZE; external traffic balancing over other
+//                       endpoints has a slot of its own)
 //   external-H-...      per service port, external traffic (NodePort, externalIPs, LB):
 //                       eTP Cluster: mark + the service chain; eTP Local: pods and the
 //                       node go to the service chain, others to local endpoints only,
@@ -55,27 +57,63 @@ export interface RulesetConfig {
   nodeIPs: string[];
 }
 
-export interface FragElement {
-  /** A verdict map, or the `hairpin` set (no value). */
-  map: 'service-ips' | 'service-nodeports' | 'no-endpoint-services' | 'no-endpoint-nodeports' | 'hairpin';
-  key: Literal[];
-  value?: VerdictExpr;
-  comment?: string;
-}
+/** `endpoints-<proto>-<bucket>`: see endpointMapName. */
+export type EndpointMap = `endpoints-${'tcp' | 'udp' | 'sctp'}-${number}`;
 
-/** An element of a set or map owned by one service (its endpoint map). */
-export interface OwnedElement {
+export interface FragElement {
+  /** A verdict map, an endpoint map (value: address . port), or the `hairpin` set (no value). */
+  map: 'service-ips' | 'service-nodeports' | 'no-endpoint-services' | 'no-endpoint-nodeports' | 'hairpin' | EndpointMap;
   key: Literal[];
-  value: Literal[];
+  value?: VerdictExpr | Literal[];
+  comment?: string;
 }
 
 /** What one service contributes to a family's table. Chains, sets and maps are owned by the service. */
 export interface Fragment {
   chains: Map<string, (readonly Expr[])[]>;
-  sets: Map<string, SetObj | MapObj>;
-  /** The contents of owned maps (endpoint maps); owned sets without an entry are kernel-managed (affinity). */
-  contents: Map<string, OwnedElement[]>;
+  sets: Map<string, SetObj>;
   elements: FragElement[];
+  /** The endpoint-map slots the fragment holds (identities, see EndpointSlots). */
+  slots: string[];
+}
+
+/** Indexes per slot in the endpoint maps: a service port balances over at most this many endpoints through a map. */
+export const SLOT_SIZE = 4096;
+const SLOT_COUNT = 1 << 20;
+
+/**
+ * Assigns each balancing service port a slot of SLOT_SIZE indexes in its protocol's
+ * endpoint map. A slot is derived from a hash of the identity (so a port usually keeps
+ * the same indexes whatever order services arrive in), probing linearly on collision.
+ * It is held until released, when the service port goes away.
+ */
+export class EndpointSlots {
+  private readonly owner = new Map<number, string>();
+  private readonly slotOf = new Map<string, number>();
+
+  get(id: string): number {
+    const have = this.slotOf.get(id);
+    if (have !== undefined) return have;
+    if (this.owner.size >= SLOT_COUNT) throw new Error(`endpoint map slots exhausted (${SLOT_COUNT} service ports)`);
+    let h = 0x811c9dc5;
+    for (let i = 0; i < id.length; i++) h = Math.imul(h ^ id.charCodeAt(i), 0x01000193);
+    let slot = (h >>> 0) % SLOT_COUNT;
+    while (this.owner.has(slot)) slot = (slot + 1) % SLOT_COUNT;
+    this.owner.set(slot, id);
+    this.slotOf.set(id, slot);
+    return slot;
+  }
+
+  release(id: string): void {
+    const s = this.slotOf.get(id);
+    if (s === undefined) return;
+    this.slotOf.delete(id);
+    this.owner.delete(s);
+  }
+
+  get size(): number {
+    return this.slotOf.size;
+  }
 }
 
 const fam = (f: IPFamily) => (f === 4 ? 'ip' : 'ip6');
@@ -85,7 +123,7 @@ const daddr = (f: IPFamily) => (f === 4 ? 'ip daddr' : 'ip6 daddr');
 const isV4 = (s: string) => !s.includes(':');
 const ofFamily = (list: readonly string[], f: IPFamily) => list.filter((x) => isV4(x) === (f === 4));
 
-export const MAP_TYPES: Record<Exclude<FragElement['map'], 'hairpin'>, { type: ('ipv4_addr' | 'ipv6_addr' | 'inet_proto' | 'inet_service')[]; withAddr: boolean }> = {
+export const MAP_TYPES: Record<Exclude<FragElement['map'], 'hairpin' | EndpointMap>, { type: ('ipv4_addr' | 'ipv6_addr' | 'inet_proto' | 'inet_service')[]; withAddr: boolean }> = {
   'service-ips': { type: ['inet_proto', 'inet_service'], withAddr: true },
   'no-endpoint-services': { type: ['inet_proto', 'inet_service'], withAddr: true },
   'service-nodeports': { type: ['inet_proto', 'inet_service'], withAddr: false },
@@ -180,9 +218,26 @@ export function endpointChainName(sp: ServicePortState, ep: EndpointInfo): strin
   const id = `${portIdent(sp)}__${ep.ip}/${ep.port}`;
   return hashedName('endpoint', `${sp.info.family}/${id}`, id);
 }
-/** The endpoint map of a service port's cluster traffic, or of its external traffic when that balances over other endpoints. */
-export function endpointMapName(sp: ServicePortState, which: 'cluster' | 'external'): string {
-  return hashedName(which === 'cluster' ? 'endpoints' : 'external-endpoints', `${sp.info.family}/${portIdent(sp)}`, portIdent(sp));
+/**
+ * Endpoint maps are shared by the service ports of one protocol, in ENDPOINT_BUCKETS
+ * buckets (by slot). Two kernel costs set the number:
+ *  - binding a map to a rule in a new chain walks every element of the map, so one map
+ *    for all services made a full sync at 10,000 services take 244 s in the kernel;
+ *  - the kernel finds a named set by walking the table's list of sets, so one map per
+ *    service port made it 14 s.
+ * With buckets both walks stay short (about 10,000 / 256 ports per map).
+ */
+export const ENDPOINT_BUCKETS = 256;
+export function endpointMapName(proto: string, slot: number): EndpointMap {
+  const p = proto === 'udp' ? 'udp' : proto === 'sctp' ? 'sctp' : 'tcp';
+  return `endpoints-${p}-${slot % ENDPOINT_BUCKETS}`;
+}
+
+/** The definition of an endpoint map (numgen index -> address . port); maps are created when first used. */
+export function endpointMap(f: IPFamily, name: string): MapObj | undefined {
+  const m = /^endpoints-(tcp|udp|sctp)-(\d+)$/.exec(name);
+  if (!m) return undefined;
+  return { kind: 'map', name, type: ['numgen'], value: [addrType(f), 'inet_service'], portProto: m[1] as 'tcp' | 'udp' | 'sctp' };
 }
 
 /** The affinity set's name includes the timeout, so a timeout change makes a new set instead of redefining one in use. */
@@ -193,13 +248,15 @@ export function affinitySetName(sp: ServicePortState, ep: EndpointInfo): string 
 
 /**
  * The balancing rules over `eps`. Without session affinity: one rule, `dnat to numgen
- * inc|random mod N map @endpoints-...`, and the map of index -> endpoint goes into the
- * fragment. An endpoint replaced without a change in their number rewrites only the
- * map's elements; the kernel re-validates the whole table (every chain reachable from
- * the base chains) on each commit that adds a rule with a verdict or a NAT statement,
- * but not for elements of a data map. `numgen inc` is one counter per expression, so
- * new connections take the endpoints in exact rotation (0, 1, ..., N-1, 0, ...); with
- * `random` each has probability 1/N.
+ * inc|random mod N offset B map @endpoints-P`, and the elements B+k -> endpoint k of
+ * the protocol's shared endpoint map. An endpoint replaced without a change in their
+ * number rewrites only map elements; the kernel re-validates the whole table (every
+ * chain reachable from the base chains) on each commit that adds a rule with a verdict
+ * or a NAT statement, but not for elements of a data map. The maps are shared because
+ * the kernel finds a named set by walking the table's list of sets: a map per service
+ * made a full sync at 10,000 services quadratic (14 s in the kernel). `numgen inc` is
+ * one counter per expression, so new connections take the endpoints in exact rotation
+ * (0, 1, ..., N-1, 0, ...); with `random` each has probability 1/N.
  *
  * With affinity, sticky clients are looked up first, and a cascade `numgen inc mod N-k
  * 0 goto endpoint_k` goes to per-endpoint chains, which refresh the client's entry.
@@ -207,20 +264,27 @@ export function affinitySetName(sp: ServicePortState, ep: EndpointInfo): string 
  * kernel walks when it checks any jump for loops, which made full syncs quadratic:
  * 48 s for 4,000 services x 10 endpoints.)
  */
-function balanceRules(sp: ServicePortState, eps: EndpointInfo[], cfg: RulesetConfig, frag: Fragment, which: 'cluster' | 'external'): Expr[][] {
+function balanceRules(sp: ServicePortState, eps: EndpointInfo[], cfg: RulesetConfig, frag: Fragment, slots: EndpointSlots, which: 'cluster' | 'external'): Expr[][] {
   const f = sp.info.family;
   const rules: Expr[][] = [];
   const mode = cfg.balancing === 'random' ? 'random' : 'inc';
   const proto = sp.info.protocol.toLowerCase();
+  if (sp.info.affinityTimeout === undefined && eps.length <= SLOT_SIZE) {
+    const id = `${f}/${portIdent(sp)}/${which}`;
+    const slot = slots.get(id);
+    const offset = slot * SLOT_SIZE;
+    const map = endpointMapName(proto, slot);
+    frag.slots.push(id);
+    eps.forEach((ep, k) => frag.elements.push({ map, key: [offset + k], value: [ep.ip, ep.port] }));
+    rules.push([{ match: 'meta l4proto', value: proto }, { dnatNumgen: mode, mod: eps.length, offset, map }]);
+    return rules;
+  }
   if (sp.info.affinityTimeout === undefined) {
-    const map = endpointMapName(sp, which);
-    const portProto = proto === 'udp' || proto === 'sctp' ? proto : 'tcp';
-    frag.sets.set(map, { kind: 'map', name: map, type: ['numgen'], value: [addrType(f), 'inet_service'], portProto });
-    frag.contents.set(
-      map,
-      eps.map((ep, k) => ({ key: [k], value: [ep.ip, ep.port] })),
-    );
-    rules.push([{ match: 'meta l4proto', value: proto }, { dnatNumgen: mode, mod: eps.length, map }]);
+    // More endpoints than a slot holds: a cascade of DNAT rules (see above).
+    eps.forEach((ep, k) => {
+      const pick: Expr[] = k < eps.length - 1 ? [{ numgenMatch: mode, mod: eps.length - k, value: 0 }] : [];
+      rules.push([{ match: 'meta l4proto', value: proto }, ...pick, { dnat: ep.ip, port: ep.port }]);
+    });
     return rules;
   }
   for (const ep of eps) rules.push([{ match: saddr(f), value: { set: affinitySetName(sp, ep) } }, { goto: endpointChainName(sp, ep) }]);
@@ -235,8 +299,8 @@ function balanceRules(sp: ServicePortState, eps: EndpointInfo[], cfg: RulesetCon
 const MARK_MASQ: Expr = { setMark: MASQ_MARK, how: 'or' };
 
 /** The chains, sets and map elements of one service (all its ports of family `f`). */
-export function serviceFragment(f: IPFamily, cfg: RulesetConfig, ports: readonly ServicePortState[]): Fragment {
-  const frag: Fragment = { chains: new Map(), sets: new Map(), contents: new Map(), elements: [] };
+export function serviceFragment(f: IPFamily, cfg: RulesetConfig, ports: readonly ServicePortState[], slots: EndpointSlots): Fragment {
+  const frag: Fragment = { chains: new Map(), sets: new Map(), elements: [], slots: [] };
   const cidrs = ofFamily(cfg.clusterCIDRs, f);
   for (const sp of ports) {
     const i = sp.info;
@@ -253,7 +317,7 @@ export function serviceFragment(f: IPFamily, cfg: RulesetConfig, ports: readonly
       const rules: Expr[][] = [];
       if (cfg.masqueradeAll) rules.push([MARK_MASQ]);
       else if (cidrs.length > 0) rules.push([{ match: daddr(f), value: i.clusterIP }, { match: saddr(f), op: '!=', value: cidrs }, MARK_MASQ]);
-      rules.push(...balanceRules(sp, sel.cluster, cfg, frag, 'cluster'));
+      rules.push(...balanceRules(sp, sel.cluster, cfg, frag, slots, 'cluster'));
       frag.chains.set(svcChain, rules);
       frag.elements.push({ map: 'service-ips', key: [i.clusterIP, proto, i.port], value: { goto: svcChain }, comment });
     } else {
@@ -272,7 +336,7 @@ export function serviceFragment(f: IPFamily, cfg: RulesetConfig, ports: readonly
         if (!i.externalLocal) {
           rules.push([MARK_MASQ]);
           if (sel.cluster.length > 0) rules.push([{ goto: svcChain }]);
-          else rules.push(...balanceRules(sp, sel.external, cfg, frag, 'external'));
+          else rules.push(...balanceRules(sp, sel.external, cfg, frag, slots, 'external'));
         } else {
           // Pods and the node itself are not "external": they use all endpoints.
           if (sel.cluster.length > 0 && !i.internalLocal) {
@@ -280,7 +344,7 @@ export function serviceFragment(f: IPFamily, cfg: RulesetConfig, ports: readonly
             rules.push([{ fib: 'saddr', type: 'local' }, MARK_MASQ]);
             rules.push([{ fib: 'saddr', type: 'local' }, { goto: svcChain }]);
           }
-          rules.push(...balanceRules(sp, sel.external, cfg, frag, 'external'));
+          rules.push(...balanceRules(sp, sel.external, cfg, frag, slots, 'external'));
         }
         frag.chains.set(extChain, rules);
         for (const ip of externalDests) frag.elements.push({ map: 'service-ips', key: [ip, proto, i.port], value: { goto: extChain }, comment: `${comment} external` });

@@ -17,7 +17,7 @@
 // wins, deterministically, whatever order changes arrive in.
 import { Transaction, keyString, type Expr, type KeyType, type MapObj, type NftObject, type SetObj, type VerdictExpr } from '../os/nft.js';
 import type { IPFamily } from './model.js';
-import { PROXY_TABLE, hairpinSet, mapObjects, type FragElement, type Fragment, type OwnedElement } from './ruleset.js';
+import { EndpointSlots, PROXY_TABLE, endpointMap, hairpinSet, mapObjects, type FragElement, type Fragment } from './ruleset.js';
 
 interface Claim {
   el: FragElement;
@@ -45,10 +45,9 @@ export interface Plan {
 
 const rulesHash = (rules: readonly (readonly Expr[])[]) => JSON.stringify(rules);
 const setHash = (s: SetObj | MapObj) => JSON.stringify([s.kind, s.type, s.kind === 'map' ? [s.value, s.portProto] : null, s.flags, s.timeout]);
-const contentsHash = (c: readonly OwnedElement[]) => JSON.stringify(c);
 /** Whether a set definition hash (setHash) is that of a map. */
 const kindOfHash = (h: string): 'set' | 'map' => (h.startsWith('["map"') ? 'map' : 'set');
-const verdictStr = (v: VerdictExpr | undefined) => (v === undefined ? '' : JSON.stringify(v));
+const verdictStr = (v: VerdictExpr | readonly unknown[] | undefined) => (v === undefined ? '' : JSON.stringify(v));
 
 export class TableState {
   readonly family: IPFamily;
@@ -64,8 +63,6 @@ export class TableState {
   /** What the kernel holds (as far as we know). */
   private readonly kChains = new Map<string, string>();
   private readonly kSets = new Map<string, string>();
-  /** Contents of owned maps in the kernel, by hash. */
-  private readonly kContents = new Map<string, string>();
   private readonly kElements = new Map<string, Claim>();
   /** Chains/sets flushed and awaiting deletion: name -> generation they went stale in. */
   private readonly stale = new Map<string, { kind: 'chain' | 'set'; gen: number }>();
@@ -73,6 +70,13 @@ export class TableState {
   private needRebuild = true;
   /** The verdict maps and the hairpin set: the containers of fragment elements. */
   private readonly maps: Map<string, MapObj | SetObj>;
+  /** Endpoint maps that exist in the kernel (created when first used, kept until the next rebuild). */
+  private readonly kEndpointMaps = new Set<string>();
+  /** Element keys claimed per endpoint map; a map left with none is deleted a transaction later. */
+  private readonly epRefs = new Map<string, number>();
+  private readonly epUnused = new Map<string, number>();
+  /** Endpoint-map slots of this family's service ports (ruleset.ts serviceFragment). */
+  readonly slots = new EndpointSlots();
 
   constructor(
     family: IPFamily,
@@ -101,6 +105,9 @@ export class TableState {
   setService(key: string, frag: Fragment | undefined): void {
     const old = this.desired.get(key);
     if (old) for (const el of old.elements) this.unclaim(key, el);
+    // Endpoint-map slots the service no longer uses go back to the pool (their elements
+    // were just unclaimed, so the plan deletes them unless another port takes them over).
+    if (old) for (const id of old.slots) if (!frag?.slots.includes(id)) this.slots.release(id);
     if (frag && (frag.chains.size > 0 || frag.elements.length > 0)) {
       this.desired.set(key, frag);
       for (const el of frag.elements) this.claim(key, el);
@@ -117,15 +124,29 @@ export class TableState {
     return this.kChains.size;
   }
 
+  /** The definition of a container of fragment elements (endpoint maps are registered when first seen). */
+  private mapOf(name: string): MapObj | SetObj {
+    let m = this.maps.get(name);
+    if (!m) {
+      m = endpointMap(this.family, name);
+      if (!m) throw new Error(`proxy state: element of unknown map ${name}`);
+      this.maps.set(name, m);
+    }
+    return m;
+  }
+
   private elKey(el: FragElement): string {
-    const m = this.maps.get(el.map)!;
+    const m = this.mapOf(el.map);
     return `${el.map}|${keyString(m.type as KeyType[], el.key)}`;
   }
 
   private claim(svc: string, el: FragElement): void {
     const k = this.elKey(el);
     let m = this.claims.get(k);
-    if (!m) this.claims.set(k, (m = new Map()));
+    if (!m) {
+      this.claims.set(k, (m = new Map()));
+      if (el.map.startsWith('endpoints-')) this.epRefs.set(el.map, (this.epRefs.get(el.map) ?? 0) + 1);
+    }
     m.set(svc, { el, valueStr: verdictStr(el.value) });
     // Several services sharing an endpoint share its hairpin element: not a conflict.
     if (m.size > 1 && el.map !== 'hairpin') this.contested.add(k);
@@ -137,7 +158,10 @@ export class TableState {
     if (!m) return;
     m.delete(svc);
     if (m.size <= 1) this.contested.delete(k);
-    if (m.size === 0) this.claims.delete(k);
+    if (m.size === 0) {
+      this.claims.delete(k);
+      if (el.map.startsWith('endpoints-')) this.epRefs.set(el.map, (this.epRefs.get(el.map) ?? 1) - 1);
+    }
   }
 
   /** The winning claim of an element key: the smallest service key. */
@@ -175,6 +199,12 @@ export class TableState {
     const st = this.stats(true);
     tx.add({ kind: 'table' });
     tx.delete({ kind: 'table' });
+    // Order matters to the kernel at 10,000 services. Each verdict-map element (and each
+    // binding of a verdict map to a rule) is checked for loops, and that check walks
+    // every set of the table. So the verdict maps are bound and filled while the table
+    // holds only the static sets, and the per-service endpoint maps come afterwards.
+    // (Last, the full sync at 10,000 took 16.7 s in the kernel; this way, see
+    // docs/proxy.md.)
     const elements: NftObject[] = [];
     const rules: NftObject[] = [];
     for (const o of this.staticObjs) {
@@ -182,30 +212,20 @@ export class TableState {
       else if (o.kind === 'rule') rules.push(o);
       else tx.add(o);
     }
+    for (const e of elements) tx.add(e);
+    for (const r of rules) tx.add(r);
     const chains = new Map<string, string>();
     const sets = new Map<string, string>();
-    const contents = new Map<string, string>();
     for (const frag of this.desired.values()) {
       for (const [name, rs] of frag.chains) {
         tx.add({ kind: 'chain', name });
         chains.set(name, rulesHash(rs));
         st.chainsAdded++;
       }
-      for (const [name, s] of frag.sets) {
-        tx.add(s);
-        sets.set(name, setHash(s));
-        st.setsAdded++;
-        const c = frag.contents.get(name);
-        if (c) {
-          for (const el of c) tx.add({ kind: 'element', set: name, key: el.key, value: el.value });
-          contents.set(name, contentsHash(c));
-          st.elementsAdded += c.length;
-        }
-      }
     }
-    for (const r of rules) tx.add(r);
-    for (const frag of this.desired.values()) for (const [name, rs] of frag.chains) for (const r of rs) tx.add({ kind: 'rule', chain: name, rule: r });
-    for (const e of elements) tx.add(e);
+    const epMaps = new Set<string>();
+    for (const m of this.claims.values()) for (const c of m.values()) if (c.el.map.startsWith('endpoints-')) epMaps.add(c.el.map);
+    for (const name of epMaps) tx.add(this.mapOf(name) as MapObj);
     const kel = new Map<string, Claim>();
     for (const k of this.claims.keys()) {
       const w = this.winner(k)!;
@@ -213,6 +233,14 @@ export class TableState {
       tx.add(this.elementObj(w.el));
       st.elementsAdded++;
     }
+    for (const frag of this.desired.values()) {
+      for (const [name, s] of frag.sets) {
+        tx.add(s);
+        sets.set(name, setHash(s));
+        st.setsAdded++;
+      }
+    }
+    for (const frag of this.desired.values()) for (const [name, rs] of frag.chains) for (const r of rs) tx.add({ kind: 'rule', chain: name, rule: r });
     return {
       tx,
       stats: st,
@@ -221,8 +249,9 @@ export class TableState {
         for (const [k, v] of chains) this.kChains.set(k, v);
         this.kSets.clear();
         for (const [k, v] of sets) this.kSets.set(k, v);
-        this.kContents.clear();
-        for (const [k, v] of contents) this.kContents.set(k, v);
+        this.kEndpointMaps.clear();
+        for (const n of epMaps) this.kEndpointMaps.add(n);
+        this.epUnused.clear();
         this.kElements.clear();
         for (const [k, v] of kel) this.kElements.set(k, v);
         this.stale.clear();
@@ -251,9 +280,7 @@ export class TableState {
     const touchedKeys = new Set<string>();
 
     const wantChains = new Map<string, (readonly Expr[])[]>();
-    const wantSets = new Map<string, SetObj | MapObj>();
-    const wantContents = new Map<string, OwnedElement[]>();
-    const contentUpdates = new Map<string, string>();
+    const wantSets = new Map<string, SetObj>();
     const hadChains = new Set<string>();
     const hadSets = new Set<string>();
     for (const svc of this.dirty) {
@@ -262,7 +289,6 @@ export class TableState {
       if (now) {
         for (const [n, r] of now.chains) wantChains.set(n, r);
         for (const [n, s] of now.sets) wantSets.set(n, s);
-        for (const [n, c] of now.contents) wantContents.set(n, c);
         for (const el of now.elements) touchedKeys.add(this.elKey(el));
       }
       if (before) {
@@ -290,16 +316,14 @@ export class TableState {
       setUpdates.set(name, h);
       st.setsAdded++;
     }
-    // 1b. Contents of owned maps (endpoint maps): rewritten when they changed; a new or
-    // re-created map gets all of them.
-    for (const [name, c] of wantContents) {
-      const h = contentsHash(c);
-      const fresh = setUpdates.has(name);
-      if (!fresh && this.kContents.get(name) === h) continue;
-      if (!fresh) tx.declare(wantSets.get(name)!).flush({ kind: 'map', name });
-      for (const el of c) tx.add({ kind: 'element', set: name, key: el.key, value: el.value });
-      st.elementsAdded += c.length;
-      contentUpdates.set(name, h);
+    // 1b. Endpoint maps used for the first time.
+    const newEpMaps: string[] = [];
+    for (const svc of this.dirty) {
+      for (const el of this.desired.get(svc)?.elements ?? []) {
+        if (!el.map.startsWith('endpoints-') || this.kEndpointMaps.has(el.map) || newEpMaps.includes(el.map)) continue;
+        tx.add(this.mapOf(el.map) as MapObj);
+        newEpMaps.push(el.map);
+      }
     }
     // 2. Chains: declare new ones, then write rules of new and changed ones.
     for (const [name, rules] of wantChains) {
@@ -350,6 +374,19 @@ export class TableState {
       if (wantSets.has(name) || this.stale.has(name) || !this.kSets.has(name)) continue;
       newlyStale.set(name, 'set');
     }
+    // 4b. Endpoint maps nobody uses any more: noted now, deleted in a later transaction
+    // (like stale chains: the rules that used them were flushed in this one).
+    const epDeleted: string[] = [];
+    const epNoted: string[] = [];
+    for (const name of this.kEndpointMaps) {
+      if ((this.epRefs.get(name) ?? 0) > 0) continue;
+      const since = this.epUnused.get(name);
+      if (since === undefined) epNoted.push(name);
+      else if (since < gen + 1) {
+        tx.delete({ kind: 'map', name });
+        epDeleted.push(name);
+      }
+    }
     // 5. Delete what went stale in an earlier transaction and is still unwanted.
     const deleted: string[] = [];
     const unstaleSet = new Set(unstale);
@@ -369,11 +406,14 @@ export class TableState {
       tx,
       stats: st,
       commit: () => {
-        for (const [n, h] of setUpdates) {
-          this.kSets.set(n, h);
-          this.kContents.delete(n);
+        for (const [n, h] of setUpdates) this.kSets.set(n, h);
+        for (const n of newEpMaps) this.kEndpointMaps.add(n);
+        for (const [n] of this.epUnused) if ((this.epRefs.get(n) ?? 0) > 0) this.epUnused.delete(n);
+        for (const n of epNoted) this.epUnused.set(n, gen + 1);
+        for (const n of epDeleted) {
+          this.kEndpointMaps.delete(n);
+          this.epUnused.delete(n);
         }
-        for (const [n, h] of contentUpdates) this.kContents.set(n, h);
         for (const [n, h] of chainUpdates) this.kChains.set(n, h);
         for (const n of unstale) this.stale.delete(n);
         for (const [k, c] of elementUpdates) {
@@ -388,10 +428,7 @@ export class TableState {
           const s = this.stale.get(n)!;
           this.stale.delete(n);
           if (s.kind === 'chain') this.kChains.delete(n);
-          else {
-            this.kSets.delete(n);
-            this.kContents.delete(n);
-          }
+          else this.kSets.delete(n);
         }
         for (const svc of this.dirty) {
           const d = this.desired.get(svc);

@@ -66,6 +66,9 @@ if (requireRoot(t)) {
 
   const config: AgentConfig = { ...defaultConfig(), nodeName: 'n1', manifests: dir, netns: ns.path, metricsAddress: '127.0.0.1:0', cniConfDir: join(dir, 'net.d'), ipamDataDir: join(dir, 'ipam') };
   config.proxy = { ...config.proxy, minSyncInterval: 100 };
+  // The nft binary, so failures can be injected at the exec seam (the default netlink
+  // runner's failures are covered by test/integration/nftnl.test.ts).
+  config.nftables = 'nft';
   config.sync = { ...config.sync, backoffInitial: 200, backoffMax: 500 };
   const agents: Agent[] = [];
   const start = async () => {

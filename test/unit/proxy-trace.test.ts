@@ -36,7 +36,7 @@ t.test('random balancing uses numgen random and reaches every endpoint', async (
   const tr = h.tracer({ seed: 7 });
   const seen = new Set(Array.from({ length: 30 }, (_, i) => tr.connect(tcp(POD, '10.96.0.10', 80, 40000 + i), 'external').dnat?.addr));
   t.same([...seen].sort(), EPS);
-  t.match(h.nft.dump(), /dnat to numgen random mod 3 map @endpoints-/);
+  t.match(h.nft.dump(), /dnat to numgen random mod 3 offset \d+ map @endpoints-tcp-\d+/);
 });
 
 t.test('session affinity pins a client to its endpoint until the timeout', async (t) => {

@@ -62,7 +62,7 @@ export type EndpointMap = `endpoints-${'tcp' | 'udp' | 'sctp'}-${number}`;
 
 export interface FragElement {
   /** A verdict map, an endpoint map (value: address . port), or the `hairpin` set (no value). */
-  map: 'service-ips' | 'service-nodeports' | 'no-endpoint-services' | 'no-endpoint-nodeports' | 'hairpin' | EndpointMap;
+  map: 'service-ips' | 'service-nodeports' | 'no-endpoint-services' | 'no-endpoint-nodeports' | 'hairpin' | 'cluster-ips' | EndpointMap;
   key: Literal[];
   value?: VerdictExpr | Literal[];
   comment?: string;
@@ -123,7 +123,7 @@ const daddr = (f: IPFamily) => (f === 4 ? 'ip daddr' : 'ip6 daddr');
 const isV4 = (s: string) => !s.includes(':');
 const ofFamily = (list: readonly string[], f: IPFamily) => list.filter((x) => isV4(x) === (f === 4));
 
-export const MAP_TYPES: Record<Exclude<FragElement['map'], 'hairpin' | EndpointMap>, { type: ('ipv4_addr' | 'ipv6_addr' | 'inet_proto' | 'inet_service')[]; withAddr: boolean }> = {
+export const MAP_TYPES: Record<Exclude<FragElement['map'], 'hairpin' | 'cluster-ips' | EndpointMap>, { type: ('ipv4_addr' | 'ipv6_addr' | 'inet_proto' | 'inet_service')[]; withAddr: boolean }> = {
   'service-ips': { type: ['inet_proto', 'inet_service'], withAddr: true },
   'no-endpoint-services': { type: ['inet_proto', 'inet_service'], withAddr: true },
   'service-nodeports': { type: ['inet_proto', 'inet_service'], withAddr: false },
@@ -147,6 +147,17 @@ export function mapObjects(f: IPFamily): MapObj[] {
  */
 export function hairpinSet(f: IPFamily): SetObj {
   return { kind: 'set', name: 'hairpin', type: [addrType(f), addrType(f)], comment: 'endpoint . endpoint: hairpin traffic to masquerade' };
+}
+
+/**
+ * ClusterIP . protocol . port of every service port with endpoints: the `services`
+ * chain marks traffic to them from outside the cluster CIDR for masquerading. One set
+ * lookup there, instead of a rule in each service chain: the kernel re-validates every
+ * rule of every service chain on each commit that adds a service, so each rule a
+ * service chain does not have makes that commit cheaper.
+ */
+export function clusterIPSet(f: IPFamily): SetObj {
+  return { kind: 'set', name: 'cluster-ips', type: [addrType(f), 'inet_proto', 'inet_service'], comment: 'ClusterIP ports: masquerade sources outside the cluster CIDR' };
 }
 
 /** The condition "the destination is a NodePort address". */
@@ -173,13 +184,15 @@ export function staticObjects(f: IPFamily, cfg: RulesetConfig): NftObject[] {
     base('filter-output', 'filter', 'output', 'filter - 10'),
   );
   for (const name of ['services', 'masquerading', 'service-endpoints-check', 'nodeport-endpoints-check', 'reject-chain']) objs.push({ kind: 'chain', name });
-  objs.push(...mapObjects(f), hairpinSet(f));
+  objs.push(...mapObjects(f), hairpinSet(f), clusterIPSet(f));
   if (nodeIPs.length > 0) {
     objs.push({ kind: 'set', name: 'nodeport-ips', type: [addrType(f)], comment: 'addresses NodePorts answer on' });
     for (const ip of nodeIPs) objs.push({ kind: 'element', set: 'nodeport-ips', key: [ip] });
   }
   const rule = (chain: string, ...rule: Expr[]): NftObject => ({ kind: 'rule', chain, rule });
   const svcKey = [daddr(f), 'meta l4proto', 'th dport'] as const;
+  const cidrs = ofFamily(cfg.clusterCIDRs, f);
+  if (!cfg.masqueradeAll && cidrs.length > 0) objs.push(rule('services', { match: saddr(f), op: '!=', value: cidrs }, { match: svcKey, value: { set: 'cluster-ips' } }, MARK_MASQ));
   objs.push(
     rule('nat-prerouting', { jump: 'services' }),
     rule('nat-output', { jump: 'services' }),
@@ -316,7 +329,7 @@ export function serviceFragment(f: IPFamily, cfg: RulesetConfig, ports: readonly
     if (sel.cluster.length > 0) {
       const rules: Expr[][] = [];
       if (cfg.masqueradeAll) rules.push([MARK_MASQ]);
-      else if (cidrs.length > 0) rules.push([{ match: daddr(f), value: i.clusterIP }, { match: saddr(f), op: '!=', value: cidrs }, MARK_MASQ]);
+      else if (cidrs.length > 0) frag.elements.push({ map: 'cluster-ips', key: [i.clusterIP, proto, i.port] });
       rules.push(...balanceRules(sp, sel.cluster, cfg, frag, slots, 'cluster'));
       frag.chains.set(svcChain, rules);
       frag.elements.push({ map: 'service-ips', key: [i.clusterIP, proto, i.port], value: { goto: svcChain }, comment });

@@ -17,7 +17,7 @@
 // wins, deterministically, whatever order changes arrive in.
 import { Transaction, keyString, type Expr, type KeyType, type MapObj, type NftObject, type SetObj, type VerdictExpr } from '../os/nft.js';
 import type { IPFamily } from './model.js';
-import { EndpointSlots, PROXY_TABLE, endpointMap, hairpinSet, mapObjects, type FragElement, type Fragment } from './ruleset.js';
+import { EndpointSlots, PROXY_TABLE, clusterIPSet, endpointMap, hairpinSet, mapObjects, type FragElement, type Fragment } from './ruleset.js';
 
 interface Claim {
   el: FragElement;
@@ -83,7 +83,7 @@ export class TableState {
     private staticObjs: NftObject[],
   ) {
     this.family = family;
-    this.maps = new Map<string, MapObj | SetObj>([...mapObjects(family), hairpinSet(family)].map((m) => [m.name, m]));
+    this.maps = new Map<string, MapObj | SetObj>([...mapObjects(family), hairpinSet(family), clusterIPSet(family)].map((m) => [m.name, m]));
   }
 
   /** Forces the next plan to rebuild the whole table (after a failure, or on start). */
@@ -149,7 +149,7 @@ export class TableState {
     }
     m.set(svc, { el, valueStr: verdictStr(el.value) });
     // Several services sharing an endpoint share its hairpin element: not a conflict.
-    if (m.size > 1 && el.map !== 'hairpin') this.contested.add(k);
+    if (m.size > 1 && el.map !== 'hairpin' && el.map !== 'cluster-ips') this.contested.add(k);
   }
 
   private unclaim(svc: string, el: FragElement): void {

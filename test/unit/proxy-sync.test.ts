@@ -90,17 +90,17 @@ t.test('adding, changing and deleting services: map elements are diffed', async 
   await h.proxier.sync({ full: false, changes });
   // (and the endpoint map of its bucket, when no other service used that bucket yet)
   const { ['add map']: _newBucket, ...added } = summary(h.nft.history.at(-1));
-  t.same(added, { 'add chain': 1, 'add rule': 2, 'add element': 3 }, 'one chain; the service-ips, endpoint-map and hairpin elements');
+  t.same(added, { 'add chain': 1, 'add rule': 1, 'add element': 4 }, 'one chain with one rule; the service-ips, cluster-ips, endpoint-map and hairpin elements');
 
   changes = h.view.put(svc('new', { clusterIP: '10.96.9.9', ports: [{ name: 'http', port: 81, targetPort: 8080 }] }));
   await h.proxier.sync({ full: false, changes });
   const s = summary(h.nft.history.at(-1));
-  t.equal(s['delete element'], 1, 'old port element deleted');
-  t.equal(s['add element'], 1, 'new port element added');
+  t.equal(s['delete element'], 2, 'old port elements deleted (service-ips, cluster-ips)');
+  t.equal(s['add element'], 2, 'new port elements added');
 
   changes = [...h.view.remove('Service', 'default/new'), ...h.view.remove('EndpointSlice', 'default/new-abc')];
   await h.proxier.sync({ full: false, changes });
-  t.same(summary(h.nft.history.at(-1)), { 'delete element': 3, 'flush chain': 1 });
+  t.same(summary(h.nft.history.at(-1)), { 'delete element': 4, 'flush chain': 1 });
   await h.proxier.sync({ full: false, changes: [] });
   // (and its bucket's endpoint map, when no other service uses that bucket)
   const { ['delete map']: _oldBucket, ...deleted } = summary(h.nft.history.at(-1));

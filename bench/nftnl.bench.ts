@@ -16,19 +16,12 @@ import { realExec } from '../src/os/exec.js';
 import { Nft, Transaction as Tx, type NftRunner, type Transaction } from '../src/os/nft.js';
 import { NftNetlink } from '../src/os/nftnl.js';
 import { NetnsSandbox } from '../src/os/sandbox.js';
-import { MemoryView, slice, svc } from '../src/proxy/fixtures.js';
+import { MemoryView } from '../src/proxy/fixtures.js';
+import { ENDPOINTS, clusterIP, mkSlice, mkSvc } from './proxy-services.js';
 import { Proxier } from '../src/proxy/proxier.js';
 import { logger } from '../src/util/log.js';
 import { median, round, type Benchmark, type Row } from './lib.js';
 
-const ENDPOINTS = 10;
-const clusterIP = (i: number) => `10.${96 + ((i + 1) >> 16)}.${((i + 1) >> 8) & 255}.${(i + 1) & 255}`;
-const epIP = (i: number, k: number) => {
-  const n = i * ENDPOINTS + k + 1;
-  return `10.${128 + (n >> 16)}.${(n >> 8) & 255}.${n & 255}`;
-};
-const mkSvc = (i: number, port = 80) => svc(`s${i}`, { clusterIP: clusterIP(i), ports: [{ name: 'http', protocol: 'TCP', port, targetPort: 8080 }] });
-const mkSlice = (i: number, variant = 0) => slice(`s${i}`, Array.from({ length: ENDPOINTS }, (_, k) => (k === 0 && variant ? `10.127.${variant & 255}.${i & 255}` : epIP(i, k))));
 
 /** Applies each transaction with NftNetlink, then with Nft (when enabled); times both. */
 class Dual implements NftRunner {

@@ -18,27 +18,18 @@ import { realExec } from '../src/os/exec.js';
 import type { NftRunner, Transaction } from '../src/os/nft.js';
 import { nftRunner } from '../src/os/nftnl.js';
 import { NetnsSandbox } from '../src/os/sandbox.js';
-import { MemoryView, slice, svc } from '../src/proxy/fixtures.js';
+import { MemoryView } from '../src/proxy/fixtures.js';
+import { ENDPOINTS, clusterIP, mkSlice, mkSvc } from './proxy-services.js';
 import { Proxier } from '../src/proxy/proxier.js';
 import { ROOT } from '../src/lab/agents.js';
 import { loadState } from '../src/lab/state.js';
 import { logger } from '../src/util/log.js';
 import { median, round, type Benchmark, type Row } from './lib.js';
 
-const ENDPOINTS = 10;
 /** The runner the sync figures use: the agent's default (netlink), or SKIFF_BENCH_NFT=nft. */
 const RUNNER: 'netlink' | 'nft' = process.env.SKIFF_BENCH_NFT === 'nft' ? 'nft' : 'netlink';
 const APPLY = RUNNER === 'nft' ? 'nft -f' : 'netlink batch';
 
-/** Service i's ClusterIP in 10.96.0.0/12 and its endpoints in 10.128.0.0/9 (all distinct). */
-const clusterIP = (i: number) => `10.${96 + ((i + 1) >> 16)}.${((i + 1) >> 8) & 255}.${(i + 1) & 255}`;
-const epIP = (i: number, k: number) => {
-  const n = i * ENDPOINTS + k + 1;
-  return `10.${128 + (n >> 16)}.${(n >> 8) & 255}.${n & 255}`;
-};
-const mkSvc = (i: number, port = 80) => svc(`s${i}`, { clusterIP: clusterIP(i), ports: [{ name: 'http', protocol: 'TCP', port, targetPort: 8080 }] });
-/** Service i's slice; variant > 0 replaces its first endpoint with another address. */
-const mkSlice = (i: number, variant = 0) => slice(`s${i}`, Array.from({ length: ENDPOINTS }, (_, k) => (k === 0 && variant ? `10.127.${variant & 255}.${i & 255}` : epIP(i, k))));
 
 function gc(): void {
   setFlagsFromString('--expose-gc');

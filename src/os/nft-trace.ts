@@ -323,6 +323,14 @@ export class Tracer {
     return { hit: false };
   }
 
+  /** One draw of a rule's `numgen` (the kernel keeps one counter per expression; skiff's rules have at most one). */
+  private numgen(rule: FakeRule, mode: 'inc' | 'random', mod: number): number {
+    if (mode === 'random') return Math.floor(this.rand() * mod);
+    const n = this.counters.get(rule) ?? 0;
+    this.counters.set(rule, n + 1);
+    return n % mod;
+  }
+
   private evalRule(rule: FakeRule, ctx: Ctx): Outcome {
     if (typeof rule.rule === 'string') throw new TraceError(`cannot interpret text rule ${JSON.stringify(rule.rule)} in table ${ctx.table.name}`);
     const p = ctx.pkt;
@@ -377,13 +385,7 @@ export class Tracer {
       } else if ('dnatNumgen' in e) {
         const s = ctx.table.sets.get(e.map);
         if (!s) throw new TraceError(`map ${e.map} does not exist`);
-        let n: number;
-        if (e.dnatNumgen === 'inc') {
-          n = this.counters.get(rule) ?? 0;
-          this.counters.set(rule, n + 1);
-          n %= e.mod;
-        } else n = Math.floor(this.rand() * e.mod);
-        n += e.offset ?? 0;
+        const n = this.numgen(rule, e.dnatNumgen, e.mod) + (e.offset ?? 0);
         const el = s.elements.get(String(n));
         // A missing element: the lookup fails and the rule does not match.
         if (!el || !Array.isArray(el.value)) return { t: 'nomatch' };
@@ -400,21 +402,9 @@ export class Tracer {
       } else if ('reject' in e) {
         return { t: 'reject', with: e.reject };
       } else if ('numgenMatch' in e) {
-        let n: number;
-        if (e.numgenMatch === 'inc') {
-          n = this.counters.get(rule) ?? 0;
-          this.counters.set(rule, n + 1);
-          n %= e.mod;
-        } else n = Math.floor(this.rand() * e.mod);
-        if (n !== e.value) return { t: 'nomatch' };
+        if (this.numgen(rule, e.numgenMatch, e.mod) !== e.value) return { t: 'nomatch' };
       } else if ('numgen' in e) {
-        let n: number;
-        if (e.numgen === 'inc') {
-          n = this.counters.get(rule) ?? 0;
-          this.counters.set(rule, n + 1);
-          n %= e.vmap.length;
-        } else n = Math.floor(this.rand() * e.vmap.length);
-        return this.verdictOutcome(e.vmap[n]!);
+        return this.verdictOutcome(e.vmap[this.numgen(rule, e.numgen, e.vmap.length)]!);
       } else if ('vmap' in e) {
         const s = ctx.table.sets.get(e.vmap.set);
         if (!s) throw new TraceError(`map ${e.vmap.set} does not exist`);

@@ -63,6 +63,24 @@ static napi_value errno_error(napi_env env, const char *what, int err) {
   return e;
 }
 
+/* Appends one netlink message (its aligned length, or what is left of the datagram,
+ * `room`, if that is shorter) to a growable buffer. Returns -1 when out of memory. */
+static int append_msg(char **out, size_t *outlen, size_t *outcap, const struct nlmsghdr *h, size_t room) {
+  size_t ml = NLMSG_ALIGN(h->nlmsg_len);
+  if (ml > room) ml = h->nlmsg_len;
+  if (*outlen + ml > *outcap) {
+    size_t cap = *outcap ? *outcap * 2 : 8192;
+    while (cap < *outlen + ml) cap *= 2;
+    char *no = realloc(*out, cap);
+    if (!no) return -1;
+    *out = no;
+    *outcap = cap;
+  }
+  memcpy(*out + *outlen, h, ml);
+  *outlen += ml;
+  return 0;
+}
+
 static napi_value throw_errno(napi_env env, const char *what, int err) {
   napi_throw(env, errno_error(env, what, err));
   return NULL;
@@ -191,18 +209,7 @@ static napi_value js_nl_request(napi_env env, napi_callback_info info) {
     size_t len = n;
     for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
       if (h->nlmsg_seq != reqh.nlmsg_seq || (h->nlmsg_pid != self.nl_pid && h->nlmsg_pid != 0)) continue;
-      size_t mlen = NLMSG_ALIGN(h->nlmsg_len);
-      if (mlen > (size_t)((char *)buf + n - (char *)h)) mlen = h->nlmsg_len;
-      if (outlen + mlen > outcap) {
-        size_t cap = outcap ? outcap * 2 : 8192;
-        while (cap < outlen + mlen) cap *= 2;
-        char *no = realloc(out, cap);
-        if (!no) { err = ENOMEM; done = 1; break; }
-        out = no;
-        outcap = cap;
-      }
-      memcpy(out + outlen, h, mlen);
-      outlen += mlen;
+      if (append_msg(&out, &outlen, &outcap, h, (char *)buf + n - (char *)h)) { err = ENOMEM; done = 1; break; }
       if (h->nlmsg_type == NLMSG_ERROR || h->nlmsg_type == NLMSG_DONE) { done = 1; break; }
       if (h->nlmsg_type == NLMSG_OVERRUN) { err = ENOBUFS; what = "netlink overrun"; done = 1; break; }
       if (!dump && !acked && !(h->nlmsg_flags & NLM_F_MULTI)) { done = 1; break; }
@@ -299,18 +306,7 @@ static int do_batch(int fd, const void *batch, size_t blen, const void *marker, 
     if (from.nl_pid != 0) continue;
     size_t len = n;
     for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
-      size_t ml = NLMSG_ALIGN(h->nlmsg_len);
-      if (ml > (size_t)((char *)buf + n - (char *)h)) ml = h->nlmsg_len;
-      if (outlen + ml > outcap) {
-        size_t cap = outcap ? outcap * 2 : 8192;
-        while (cap < outlen + ml) cap *= 2;
-        char *no = realloc(out, cap);
-        if (!no) { err = ENOMEM; done = 1; break; }
-        out = no;
-        outcap = cap;
-      }
-      memcpy(out + outlen, h, ml);
-      outlen += ml;
+      if (append_msg(&out, &outlen, &outcap, h, (char *)buf + n - (char *)h)) { err = ENOMEM; done = 1; break; }
       if (h->nlmsg_seq == mh.nlmsg_seq) { done = 1; break; }
     }
   }

@@ -44,9 +44,7 @@ export interface Plan {
 }
 
 const rulesHash = (rules: readonly (readonly Expr[])[]) => JSON.stringify(rules);
-const setHash = (s: SetObj | MapObj) => JSON.stringify([s.kind, s.type, s.kind === 'map' ? [s.value, s.portProto] : null, s.flags, s.timeout]);
-/** Whether a set definition hash (setHash) is that of a map. */
-const kindOfHash = (h: string): 'set' | 'map' => (h.startsWith('["map"') ? 'map' : 'set');
+const setHash = (s: SetObj) => JSON.stringify([s.type, s.flags, s.timeout]);
 const verdictStr = (v: VerdictExpr | readonly unknown[] | undefined) => (v === undefined ? '' : JSON.stringify(v));
 
 export class TableState {
@@ -68,7 +66,7 @@ export class TableState {
   private readonly stale = new Map<string, { kind: 'chain' | 'set'; gen: number }>();
   private generation = 0;
   private needRebuild = true;
-  /** The verdict maps and the hairpin set: the containers of fragment elements. */
+  /** The containers of fragment elements: verdict maps, the hairpin and cluster-ips sets, endpoint maps (added when first seen). */
   private readonly maps: Map<string, MapObj | SetObj>;
   /** Endpoint maps that exist in the kernel (created when first used, kept until the next rebuild). */
   private readonly kEndpointMaps = new Set<string>();
@@ -199,12 +197,10 @@ export class TableState {
     const st = this.stats(true);
     tx.add({ kind: 'table' });
     tx.delete({ kind: 'table' });
-    // Order matters to the kernel at 10,000 services. Each verdict-map element (and each
-    // binding of a verdict map to a rule) is checked for loops, and that check walks
-    // every set of the table. So the verdict maps are bound and filled while the table
-    // holds only the static sets, and the per-service endpoint maps come afterwards.
-    // (Last, the full sync at 10,000 took 16.7 s in the kernel; this way, see
-    // docs/proxy.md.)
+    // Order: the static skeleton (its verdict maps bound while still empty), the service
+    // chains (empty), the endpoint maps, every element, the affinity sets, and the
+    // service rules last. A verdict-map element's loop check then looks into empty
+    // chains and a table with few sets (the kernel walks the table's set list for it).
     const elements: NftObject[] = [];
     const rules: NftObject[] = [];
     for (const o of this.staticObjs) {
@@ -308,7 +304,7 @@ export class TableState {
       }
       if (cur !== undefined) {
         // Same name, other definition: only possible for a stale set (names hash the timeout); replace it.
-        tx.delete({ kind: kindOfHash(cur), name });
+        tx.delete({ kind: 'set', name });
         st.setsDeleted++;
         unstale.push(name);
       }
@@ -396,7 +392,7 @@ export class TableState {
         tx.delete({ kind: 'chain', name });
         st.chainsDeleted++;
       } else {
-        tx.delete({ kind: kindOfHash(this.kSets.get(name) ?? ''), name });
+        tx.delete({ kind: 'set', name });
         st.setsDeleted++;
       }
       deleted.push(name);

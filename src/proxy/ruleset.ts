@@ -8,18 +8,20 @@
 //   filter-input / filter-forward / filter-output (filter, priority filter - 10)
 //                                                new connections to services without
 //                                                usable endpoints: reject (or drop)
-//   services            daddr . l4proto . dport vmap @service-ips
+//   services            sources outside the cluster CIDR to a ClusterIP port in
+//                       @cluster-ips: masquerade mark; then
+//                       daddr . l4proto . dport vmap @service-ips
 //                       <node address> l4proto . dport vmap @service-nodeports
-//   service-H-ns/name/proto/port     per service port, cluster traffic: masquerade mark
-//                       for sources outside the cluster CIDR, then ONE rule
-//                       `meta l4proto P dnat to numgen inc|random mod N offset B map @endpoints-P`
+//   service-H-ns/name/proto/port     per service port, cluster traffic: ONE rule
+//                       `meta l4proto P dnat to numgen inc|random mod N offset B map @endpoints-P-b`
 //                       exact round-robin (default) or uniform random; with session
 //                       affinity, lookups first and a cascade of `numgen ... goto
 //                       endpoint_k` instead
-//   endpoints-tcp|udp|sctp   index -> endpoint address . port, shared by all service
-//                       ports of that protocol: a port owns the indexes B..B+N-1 of its
-//                       slot (B = slot * SLOT_SIZE; external traffic balancing over other
-//                       endpoints has a slot of its own)
+//   endpoints-P-b       (P = tcp|udp|sctp, b = bucket 0..255) index -> endpoint
+//                       address . port, shared by the service ports whose slot falls in
+//                       bucket b: a port owns the indexes B..B+N-1 (B = slot *
+//                       SLOT_SIZE; external traffic balancing over other endpoints has
+//                       a slot of its own)
 //   external-H-...      per service port, external traffic (NodePort, externalIPs, LB):
 //                       eTP Cluster: mark + the service chain; eTP Local: pods and the
 //                       node go to the service chain, others to local endpoints only,

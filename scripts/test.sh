@@ -17,6 +17,12 @@ tap --reporter=tap --allow-incomplete-coverage --coverage-report=text-summary \
 rc=${PIPESTATUS[0]}
 
 tally=$(grep -E '^# \{ total: ' "$log" | tail -1)
+# Repeat the failures (with their diagnostics) just above the summary, so a
+# truncated CI log still names what failed.
+if grep -q 'not ok' "$log"; then
+  echo "# failures:"
+  grep -n -A 14 'not ok' "$log" | head -300
+fi
 rm -f "$log"
 num() { echo "$tally" | grep -oE "$1: [0-9]+" | grep -oE '[0-9]+' || echo 0; }
 pass=$(num pass); fail=$(num fail); skip=$(num skip)

@@ -30,7 +30,7 @@
 //   affinity-H-...__IP/port   set of client IPs (flags dynamic,timeout) per endpoint
 //   masquerading        hairpin (saddr . daddr in @hairpin: an endpoint reaching itself
 //                       after DNAT) and packets carrying the mark are masqueraded
-//   hairpin             set of `EP . EP` for every endpoint programmed
+//   hairpin             set of `EP . EP` for every local endpoint programmed
 //   reject-chain        ICMP port unreachable
 //
 // NodePorts answer on the configured node IPs (`nodeport-ips`), or when none are
@@ -142,10 +142,12 @@ export function mapObjects(f: IPFamily): MapObj[] {
 }
 
 /**
- * `EP . EP` for every endpoint: after DNAT, a packet whose source and destination are
- * the same endpoint is a pod reaching itself through a service (hairpin), and must be
- * masqueraded so the reply comes back through the bridge. One set element per
- * endpoint IP replaces a chain per endpoint that set a mark.
+ * `EP . EP` for every endpoint on this node: after DNAT, a packet whose source and
+ * destination are the same endpoint is a pod reaching itself through a service
+ * (hairpin), and must be masqueraded so the reply comes back through the bridge. The
+ * DNAT happens on the client's node, so a hairpin endpoint is always a local one:
+ * remote endpoints need no element (endpoints without a nodeName get one, to be safe).
+ * One set element per local endpoint IP replaces a chain per endpoint that set a mark.
  */
 export function hairpinSet(f: IPFamily): SetObj {
   return { kind: 'set', name: 'hairpin', type: [addrType(f), addrType(f)], comment: 'endpoint . endpoint: hairpin traffic to masquerade' };
@@ -370,10 +372,12 @@ export function serviceFragment(f: IPFamily, cfg: RulesetConfig, ports: readonly
       }
     }
 
-    // Hairpin elements for every endpoint some chain balances to; endpoint chains (and
-    // affinity sets) only with session affinity.
+    // Hairpin elements for the endpoints on this node (and those whose node is not
+    // known): a pod that reaches itself through a service was DNATed on its own node,
+    // so only local endpoints can hairpin here. Endpoint chains (and affinity sets)
+    // only with session affinity.
     for (const ep of used.values()) {
-      frag.elements.push({ map: 'hairpin', key: [ep.ip, ep.ip] });
+      if (ep.local || ep.nodeName === undefined) frag.elements.push({ map: 'hairpin', key: [ep.ip, ep.ip] });
       if (i.affinityTimeout === undefined) continue;
       const set = affinitySetName(sp, ep);
       frag.sets.set(set, { kind: 'set', name: set, type: [addrType(f)], flags: ['dynamic', 'timeout'], timeout: i.affinityTimeout });

@@ -1,7 +1,7 @@
 // The proxy's ruleset walked by the packet tracer: where each new connection goes.
 import t from 'tap';
 import { explain } from '../../src/os/nft-trace.js';
-import { NODE_IP, harness, slice, svc, tcp, udp } from '../../src/proxy/fixtures.js';
+import { NODE, NODE_IP, harness, slice, svc, tcp, udp } from '../../src/proxy/fixtures.js';
 
 const EPS = ['10.244.1.5', '10.244.2.5', '10.244.3.5'];
 const POD = '10.244.1.9';
@@ -62,6 +62,20 @@ t.test('hairpin: a pod reaching itself through its service is masqueraded, other
   const toOther = results.find((r) => r.dnat?.addr !== self)!;
   t.equal(toSelf.masquerade, true, explain(toSelf));
   t.equal(toOther.masquerade, false, explain(toOther));
+});
+
+t.test('hairpin elements: local endpoints and endpoints of unknown node only (a remote endpoint never hairpins here)', async (t) => {
+  const eps = [{ ip: '10.244.1.5', node: NODE }, { ip: '10.244.2.5', node: 'node-b' }, { ip: '10.244.3.5' }];
+  const h = await ready([svc('web', { clusterIP: '10.96.0.10' }), slice('web', eps)]);
+  const text = h.nft.dumpTable('ip', 'skiff-proxy');
+  const hairpin = /set hairpin \{[^}]*\}/s.exec(text)?.[0] ?? '';
+  t.match(hairpin, /10\.244\.1\.5 \. 10\.244\.1\.5/, 'the local endpoint');
+  t.match(hairpin, /10\.244\.3\.5 \. 10\.244\.3\.5/, 'the endpoint without a nodeName');
+  t.notMatch(hairpin, /10\.244\.2\.5/, 'not the remote endpoint');
+  const tr = h.tracer();
+  const results = Array.from({ length: 3 }, (_, i) => tr.connect(tcp('10.244.1.5', '10.96.0.10', 80, 43000 + i), 'external'));
+  const toSelf = results.find((r) => r.dnat?.addr === '10.244.1.5')!;
+  t.equal(toSelf.masquerade, true, explain(toSelf));
 });
 
 t.test('NodePort answers on the node IP, never on 127.0.0.1; also with fib-local mode', async (t) => {

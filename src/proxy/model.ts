@@ -194,9 +194,24 @@ export function servicePorts(svc: Service, problems: Problem[]): ServicePortInfo
   return out;
 }
 
+/** A valid dotted quad as a number (the sort key of IPv4 endpoints; a bigint costs more). */
+function v4Number(ip: string): number {
+  let n = 0;
+  let part = 0;
+  for (let i = 0; i < ip.length; i++) {
+    const c = ip.charCodeAt(i);
+    if (c === 46) {
+      n = n * 256 + part;
+      part = 0;
+    } else part = part * 10 + (c - 48);
+  }
+  return n * 256 + part;
+}
+
 /** Endpoints sorted by address, then port; each address is converted once, not per comparison. */
-function sortEndpoints(eps: EndpointInfo[]): EndpointInfo[] {
-  const keyed = eps.map((e) => ({ e, k: ipToBigInt(e.ip) }));
+function sortEndpoints(eps: EndpointInfo[], family: IPFamily): EndpointInfo[] {
+  if (eps.length < 2) return eps;
+  const keyed = eps.map((e) => ({ e, k: family === 4 ? v4Number(e.ip) : ipToBigInt(e.ip) }));
   keyed.sort((a, b) => (a.k < b.k ? -1 : a.k > b.k ? 1 : a.e.port - b.e.port));
   return keyed.map((x) => x.e);
 }
@@ -250,7 +265,7 @@ export function endpointsFor(info: ServicePortInfo, slices: readonly EndpointSli
       if (!prev || (!prev.ready && e.ready) || (!prev.serving && e.serving)) byAddr.set(k, e);
     }
   }
-  return sortEndpoints([...byAddr.values()]);
+  return sortEndpoints([...byAddr.values()], info.family);
 }
 
 /** Ready endpoints; if there are none, serving-and-terminating ones (KEP-1669). */

@@ -326,7 +326,6 @@ export function serviceFragment(f: IPFamily, cfg: RulesetConfig, ports: readonly
     const comment = `${i.namespace}/${i.name}${i.portName ? ':' + i.portName : ''}`;
     const sel = selectEndpoints(sp);
     const svcChain = serviceChainName(sp);
-    const extChain = externalChainName(sp);
     const noEndpoints: VerdictExpr = sel.any ? { verdict: 'drop' } : { goto: 'reject-chain' };
 
     // Cluster traffic.
@@ -348,6 +347,7 @@ export function serviceFragment(f: IPFamily, cfg: RulesetConfig, ports: readonly
     const used = new Map<string, EndpointInfo>();
     for (const ep of [...sel.cluster, ...(hasExternal ? sel.external : [])]) used.set(`${ep.ip}/${ep.port}`, ep);
     if (hasExternal) {
+      const extChain = externalChainName(sp);
       if (sel.external.length > 0) {
         const rules: Expr[][] = [];
         if (!i.externalLocal) {

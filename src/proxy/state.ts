@@ -15,13 +15,16 @@
 // Map elements may be claimed by several services (two services with the same
 // external IP and port, or the same NodePort); the service whose key sorts first
 // wins, deterministically, whatever order changes arrive in.
-import { Transaction, keyString, type Expr, type KeyType, type MapObj, type NftObject, type SetObj, type VerdictExpr } from '../os/nft.js';
+import { Transaction, type Expr, type MapObj, type NftObject, type SetObj, type VerdictExpr } from '../os/nft.js';
 import type { IPFamily } from './model.js';
 import { EndpointSlots, PROXY_TABLE, clusterIPSet, endpointMap, hairpinSet, mapObjects, type FragElement, type Fragment } from './ruleset.js';
 
 interface Claim {
   el: FragElement;
   valueStr: string;
+}
+interface SoleClaim extends Claim {
+  svc: string;
 }
 
 export interface PlanStats {
@@ -45,23 +48,32 @@ export interface Plan {
 
 const rulesHash = (rules: readonly (readonly Expr[])[]) => JSON.stringify(rules);
 const setHash = (s: SetObj) => JSON.stringify([s.type, s.flags, s.timeout]);
-const verdictStr = (v: VerdictExpr | readonly unknown[] | undefined) => (v === undefined ? '' : JSON.stringify(v));
+/** A comparable form of an element's value (a verdict, or address . port). */
+function verdictStr(v: VerdictExpr | readonly unknown[] | undefined): string {
+  if (v === undefined) return '';
+  if (Array.isArray(v)) return v.join(' . ');
+  return JSON.stringify(v);
+}
 
 export class TableState {
   readonly family: IPFamily;
   /** Desired fragments by service key. */
   private readonly desired = new Map<string, Fragment>();
   /** Fragments as last applied, by service key. */
-  private readonly applied = new Map<string, Fragment>();
+  private applied = new Map<string, Fragment>();
   private readonly dirty = new Set<string>();
-  /** "map|key" -> claiming service -> element. */
-  private readonly claims = new Map<string, Map<string, Claim>>();
+  /**
+   * "map|key" -> its claim: one service's (almost always), or claiming service ->
+   * claim when several services want the key (a Map only then: a Map per key cost a
+   * tenth of a 10,000-service full sync).
+   */
+  private readonly claims = new Map<string, SoleClaim | Map<string, Claim>>();
   /** Verdict-map keys claimed by more than one service (kept incrementally: O(1) per sync). */
   private readonly contested = new Set<string>();
   /** What the kernel holds (as far as we know). */
-  private readonly kChains = new Map<string, string>();
-  private readonly kSets = new Map<string, string>();
-  private readonly kElements = new Map<string, Claim>();
+  private kChains = new Map<string, string>();
+  private kSets = new Map<string, string>();
+  private kElements = new Map<string, Claim>();
   /** Chains/sets flushed and awaiting deletion: name -> generation they went stale in. */
   private readonly stale = new Map<string, { kind: 'chain' | 'set'; gen: number }>();
   private generation = 0;
@@ -133,48 +145,71 @@ export class TableState {
     return m;
   }
 
+  /**
+   * The identity of an element: its map and key. Fragment literals are canonical by
+   * construction (the model canonicalizes every address; protocols are lower case,
+   * ports and indexes numbers), so joining them is exact; Transaction.add still
+   * validates every literal before it reaches the kernel.
+   */
   private elKey(el: FragElement): string {
-    const m = this.mapOf(el.map);
-    return `${el.map}|${keyString(m.type as KeyType[], el.key)}`;
+    this.mapOf(el.map);
+    return `${el.map}|${el.key.join(' . ')}`;
   }
 
   private claim(svc: string, el: FragElement): void {
     const k = this.elKey(el);
-    let m = this.claims.get(k);
-    if (!m) {
-      this.claims.set(k, (m = new Map()));
+    const c: SoleClaim = { svc, el, valueStr: verdictStr(el.value) };
+    const cur = this.claims.get(k);
+    if (cur === undefined) {
+      this.claims.set(k, c);
       if (el.map.startsWith('endpoints-')) this.epRefs.set(el.map, (this.epRefs.get(el.map) ?? 0) + 1);
+      return;
     }
-    m.set(svc, { el, valueStr: verdictStr(el.value) });
+    if (!(cur instanceof Map)) {
+      if (cur.svc === svc) {
+        this.claims.set(k, c);
+        return;
+      }
+      this.claims.set(k, new Map<string, Claim>([[cur.svc, cur], [svc, c]]));
+    } else cur.set(svc, c);
     // Several services sharing an endpoint share its hairpin element: not a conflict.
-    if (m.size > 1 && el.map !== 'hairpin' && el.map !== 'cluster-ips') this.contested.add(k);
+    if (el.map !== 'hairpin' && el.map !== 'cluster-ips') this.contested.add(k);
   }
 
   private unclaim(svc: string, el: FragElement): void {
     const k = this.elKey(el);
-    const m = this.claims.get(k);
-    if (!m) return;
-    m.delete(svc);
-    if (m.size <= 1) this.contested.delete(k);
-    if (m.size === 0) {
-      this.claims.delete(k);
-      if (el.map.startsWith('endpoints-')) this.epRefs.set(el.map, (this.epRefs.get(el.map) ?? 1) - 1);
-    }
+    const cur = this.claims.get(k);
+    if (cur === undefined) return;
+    if (cur instanceof Map) {
+      cur.delete(svc);
+      if (cur.size > 1) return;
+      this.contested.delete(k);
+      const [only] = cur.values();
+      if (only) {
+        this.claims.set(k, only as SoleClaim);
+        return;
+      }
+    } else if (cur.svc !== svc) return;
+    this.claims.delete(k);
+    if (el.map.startsWith('endpoints-')) this.epRefs.set(el.map, (this.epRefs.get(el.map) ?? 1) - 1);
   }
 
   /** The winning claim of an element key: the smallest service key. */
   private winner(k: string): Claim | undefined {
-    const m = this.claims.get(k);
-    if (!m) return undefined;
+    const cur = this.claims.get(k);
+    if (!(cur instanceof Map)) return cur;
     let best: string | undefined;
-    for (const svc of m.keys()) if (best === undefined || svc < best) best = svc;
-    return m.get(best!);
+    for (const svc of cur.keys()) if (best === undefined || svc < best) best = svc;
+    return cur.get(best!);
   }
 
   /** Element keys claimed by more than one service (for logging). */
   conflicts(): { key: string; services: string[] }[] {
     const out: { key: string; services: string[] }[] = [];
-    for (const k of this.contested) out.push({ key: k, services: [...this.claims.get(k)!.keys()].sort() });
+    for (const k of this.contested) {
+      const cur = this.claims.get(k)!;
+      out.push({ key: k, services: cur instanceof Map ? [...cur.keys()].sort() : [cur.svc] });
+    }
     return out;
   }
 
@@ -249,18 +284,15 @@ export class TableState {
       tx,
       stats: st,
       commit: () => {
-        this.kChains.clear();
-        for (const [k, v] of chains) this.kChains.set(k, v);
-        this.kSets.clear();
-        for (const [k, v] of sets) this.kSets.set(k, v);
+        // The plan's maps become the record (the plan is committed at most once).
+        this.kChains = chains;
+        this.kSets = sets;
         this.kEndpointMaps.clear();
         for (const n of epMaps) this.kEndpointMaps.add(n);
         this.epUnused.clear();
-        this.kElements.clear();
-        for (const [k, v] of kel) this.kElements.set(k, v);
+        this.kElements = kel;
         this.stale.clear();
-        this.applied.clear();
-        for (const [k, v] of this.desired) this.applied.set(k, v);
+        this.applied = new Map(this.desired);
         this.dirty.clear();
         this.needRebuild = false;
         this.generation++;

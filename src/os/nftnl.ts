@@ -275,8 +275,88 @@ class Writer {
     this.close(d);
     this.close(n);
   }
+  /**
+   * NFTA_*_DATA holding the plain literals `vals` of `types` (a concatenation: each
+   * component padded to 4 bytes; a single one unpadded), written straight into the
+   * buffer. Returns false, having written nothing, when a literal is not a plain value
+   * of its type (a prefix, a range, an odd form): the caller takes the general path.
+   */
+  plainValue(type: number, types: readonly KeyType[], vals: readonly Literal[]): boolean {
+    const one = types.length === 1;
+    let len = 0;
+    for (const t of types) len += one ? PLAIN_LEN[t] ?? 0 : round4(PLAIN_LEN[t] ?? 0);
+    if (len === 0) return false;
+    this.ensure(8 + len + 3);
+    const start = this.off;
+    const b = this.buf;
+    let o = start + 8;
+    for (let i = 0; i < types.length; i++) {
+      const n = writePlain(b, o, types[i]!, vals[i]);
+      if (n < 0) return false;
+      const padded = one ? n : round4(n);
+      b.fill(0, o + n, o + padded);
+      o += padded;
+    }
+    b.writeUInt16LE(type | NLA_F_NESTED, start + 2);
+    b.writeUInt16LE(4 + len, start + 4);
+    b.writeUInt16LE(DATA.VALUE, start + 6);
+    this.off = o;
+    this.pad();
+    // As close() does: the nest's length includes the inner attribute's padding.
+    b.writeUInt16LE(this.off - start, start);
+    return true;
+  }
   take(): Buffer {
     return this.buf.subarray(0, this.off);
+  }
+}
+
+/** Byte length of a plain literal of each type (plainValue). */
+const PLAIN_LEN: Partial<Record<KeyType, number>> = { ipv4_addr: 4, inet_service: 2, inet_proto: 1, mark: 4, numgen: 4 };
+const PLAIN_PROTO: Record<string, number> = { icmp: 1, tcp: 6, udp: 17, icmpv6: 58, sctp: 132, udplite: 136 };
+
+/** Writes one plain literal at b[o]; returns its length, or -1 when it is not plain. */
+function writePlain(b: Buffer, o: number, t: KeyType, v: Literal | undefined): number {
+  switch (t) {
+    case 'ipv4_addr': {
+      if (typeof v !== 'string') return -1;
+      let part = 0;
+      let val = 0;
+      let digits = 0;
+      for (let i = 0; i < v.length; i++) {
+        const c = v.charCodeAt(i);
+        if (c >= 48 && c <= 57) {
+          val = val * 10 + (c - 48);
+          if (++digits > 3 || val > 255) return -1;
+        } else if (c === 46 && digits > 0 && part < 3) {
+          b[o + part++] = val;
+          val = 0;
+          digits = 0;
+        } else return -1;
+      }
+      if (part !== 3 || digits === 0) return -1;
+      b[o + 3] = val;
+      return 4;
+    }
+    case 'inet_service':
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 65535) return -1;
+      b[o] = v >> 8;
+      b[o + 1] = v & 0xff;
+      return 2;
+    case 'inet_proto': {
+      const n = typeof v === 'string' ? PLAIN_PROTO[v] : typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 255 ? v : undefined;
+      if (n === undefined) return -1;
+      b[o] = n;
+      return 1;
+    }
+    case 'mark':
+    case 'numgen':
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 0xffffffff) return -1;
+      if (LE) b.writeUInt32LE(v, o);
+      else b.writeUInt32BE(v, o);
+      return 4;
+    default:
+      return -1;
   }
 }
 
@@ -703,6 +783,7 @@ class Encoder {
 
   private element(decl: SetObj | MapObj, interval: boolean, e: ElementObj, del: boolean): void {
     const w = this.w;
+    if (!interval && e.timeout === undefined && this.plainElement(decl, e, del)) return;
     const spans = decl.type.map((t, i) => literalSpan(t, e.key[i]!));
     const one = (key: Buffer, endFlag: boolean, keyEnd?: Buffer, withData = true) => {
       const n = w.nest(LIST_ELEM);
@@ -738,6 +819,25 @@ class Encoder {
     one(s.lo, false);
     const end = plusOne(s.hi);
     if (end) one(end, true, undefined, false);
+  }
+
+  /** The common element, written without intermediate buffers: plain key, plain data or a verdict. False (nothing written) otherwise. */
+  private plainElement(decl: SetObj | MapObj, e: ElementObj, del: boolean): boolean {
+    const w = this.w;
+    const start = w.off;
+    const n = w.nest(LIST_ELEM);
+    let ok = w.plainValue(ELEM.KEY, decl.type, e.key);
+    if (ok && !del && e.value !== undefined) {
+      if (Array.isArray(e.value)) ok = w.plainValue(ELEM.DATA, (decl as MapObj).value as KeyType[], e.value as Literal[]);
+      else w.verdict(ELEM.DATA, e.value as VerdictExpr);
+    }
+    if (!ok) {
+      w.off = start;
+      return false;
+    }
+    if (!del && e.comment !== undefined) w.bytes(ELEM.USERDATA, commentUd(0, e.comment));
+    w.close(n);
+    return true;
   }
 
   // ---- rules

@@ -41,7 +41,7 @@
 // `no-endpoint-services` / `no-endpoint-nodeports`: reject when the service has no
 // usable endpoint at all, drop when a Local traffic policy excludes the endpoints it
 // has (kube-proxy does the same).
-import { hashedName, type Expr, type Literal, type MapObj, type NftObject, type SetObj, type VerdictExpr } from '../os/nft.js';
+import { hashedName, type ElementObj, type Expr, type Literal, type MapObj, type NftObject, type SetObj, type VerdictExpr } from '../os/nft.js';
 import type { EndpointInfo, IPFamily, ServicePortState } from './model.js';
 import { selectEndpoints } from './model.js';
 
@@ -62,12 +62,12 @@ export interface RulesetConfig {
 /** `endpoints-<proto>-<bucket>`: see endpointMapName. */
 export type EndpointMap = `endpoints-${'tcp' | 'udp' | 'sctp'}-${number}`;
 
-export interface FragElement {
-  /** A verdict map, an endpoint map (value: address . port), or the `hairpin` set (no value). */
-  map: 'service-ips' | 'service-nodeports' | 'no-endpoint-services' | 'no-endpoint-nodeports' | 'hairpin' | 'cluster-ips' | EndpointMap;
+/** An element a service contributes: an ElementObj of one of the proxy's sets and maps, added to transactions as it is. */
+export interface FragElement extends ElementObj {
+  /** A verdict map, an endpoint map (value: address . port), or the `hairpin` / `cluster-ips` set (no value). */
+  set: 'service-ips' | 'service-nodeports' | 'no-endpoint-services' | 'no-endpoint-nodeports' | 'hairpin' | 'cluster-ips' | EndpointMap;
   key: Literal[];
   value?: VerdictExpr | Literal[];
-  comment?: string;
 }
 
 /** What one service contributes to a family's table. Chains, sets and maps are owned by the service. */
@@ -125,7 +125,7 @@ const daddr = (f: IPFamily) => (f === 4 ? 'ip daddr' : 'ip6 daddr');
 const isV4 = (s: string) => !s.includes(':');
 const ofFamily = (list: readonly string[], f: IPFamily) => list.filter((x) => isV4(x) === (f === 4));
 
-export const MAP_TYPES: Record<Exclude<FragElement['map'], 'hairpin' | 'cluster-ips' | EndpointMap>, { type: ('ipv4_addr' | 'ipv6_addr' | 'inet_proto' | 'inet_service')[]; withAddr: boolean }> = {
+export const MAP_TYPES: Record<Exclude<FragElement['set'], 'hairpin' | 'cluster-ips' | EndpointMap>, { type: ('ipv4_addr' | 'ipv6_addr' | 'inet_proto' | 'inet_service')[]; withAddr: boolean }> = {
   'service-ips': { type: ['inet_proto', 'inet_service'], withAddr: true },
   'no-endpoint-services': { type: ['inet_proto', 'inet_service'], withAddr: true },
   'service-nodeports': { type: ['inet_proto', 'inet_service'], withAddr: false },
@@ -292,7 +292,7 @@ function balanceRules(sp: ServicePortState, eps: EndpointInfo[], cfg: RulesetCon
     const offset = slot * SLOT_SIZE;
     const map = endpointMapName(proto, slot);
     frag.slots.push(id);
-    eps.forEach((ep, k) => frag.elements.push({ map, key: [offset + k], value: [ep.ip, ep.port] }));
+    eps.forEach((ep, k) => frag.elements.push({ kind: 'element', set: map, key: [offset + k], value: [ep.ip, ep.port] }));
     rules.push([{ match: 'meta l4proto', value: proto }, { dnatNumgen: mode, mod: eps.length, offset, map }]);
     return rules;
   }
@@ -332,12 +332,12 @@ export function serviceFragment(f: IPFamily, cfg: RulesetConfig, ports: readonly
     if (sel.cluster.length > 0) {
       const rules: Expr[][] = [];
       if (cfg.masqueradeAll) rules.push([MARK_MASQ]);
-      else if (cidrs.length > 0) frag.elements.push({ map: 'cluster-ips', key: [i.clusterIP, proto, i.port] });
+      else if (cidrs.length > 0) frag.elements.push({ kind: 'element', set: 'cluster-ips', key: [i.clusterIP, proto, i.port] });
       rules.push(...balanceRules(sp, sel.cluster, cfg, frag, slots, 'cluster'));
       frag.chains.set(svcChain, rules);
-      frag.elements.push({ map: 'service-ips', key: [i.clusterIP, proto, i.port], value: { goto: svcChain }, comment });
+      frag.elements.push({ kind: 'element', set: 'service-ips', key: [i.clusterIP, proto, i.port], value: { goto: svcChain }, comment });
     } else {
-      frag.elements.push({ map: 'no-endpoint-services', key: [i.clusterIP, proto, i.port], value: noEndpoints, comment });
+      frag.elements.push({ kind: 'element', set: 'no-endpoint-services', key: [i.clusterIP, proto, i.port], value: noEndpoints, comment });
     }
 
     // External traffic: NodePort, external IPs, load-balancer IPs.
@@ -364,11 +364,11 @@ export function serviceFragment(f: IPFamily, cfg: RulesetConfig, ports: readonly
           rules.push(...balanceRules(sp, sel.external, cfg, frag, slots, 'external'));
         }
         frag.chains.set(extChain, rules);
-        for (const ip of externalDests) frag.elements.push({ map: 'service-ips', key: [ip, proto, i.port], value: { goto: extChain }, comment: `${comment} external` });
-        if (i.nodePort !== undefined) frag.elements.push({ map: 'service-nodeports', key: [proto, i.nodePort], value: { goto: extChain }, comment: `${comment} nodePort` });
+        for (const ip of externalDests) frag.elements.push({ kind: 'element', set: 'service-ips', key: [ip, proto, i.port], value: { goto: extChain }, comment: `${comment} external` });
+        if (i.nodePort !== undefined) frag.elements.push({ kind: 'element', set: 'service-nodeports', key: [proto, i.nodePort], value: { goto: extChain }, comment: `${comment} nodePort` });
       } else {
-        for (const ip of externalDests) frag.elements.push({ map: 'no-endpoint-services', key: [ip, proto, i.port], value: noEndpoints, comment: `${comment} external` });
-        if (i.nodePort !== undefined) frag.elements.push({ map: 'no-endpoint-nodeports', key: [proto, i.nodePort], value: noEndpoints, comment: `${comment} nodePort` });
+        for (const ip of externalDests) frag.elements.push({ kind: 'element', set: 'no-endpoint-services', key: [ip, proto, i.port], value: noEndpoints, comment: `${comment} external` });
+        if (i.nodePort !== undefined) frag.elements.push({ kind: 'element', set: 'no-endpoint-nodeports', key: [proto, i.nodePort], value: noEndpoints, comment: `${comment} nodePort` });
       }
     }
 
@@ -377,7 +377,7 @@ export function serviceFragment(f: IPFamily, cfg: RulesetConfig, ports: readonly
     // so only local endpoints can hairpin here. Endpoint chains (and affinity sets)
     // only with session affinity.
     for (const ep of used.values()) {
-      if (ep.local || ep.nodeName === undefined) frag.elements.push({ map: 'hairpin', key: [ep.ip, ep.ip] });
+      if (ep.local || ep.nodeName === undefined) frag.elements.push({ kind: 'element', set: 'hairpin', key: [ep.ip, ep.ip] });
       if (i.affinityTimeout === undefined) continue;
       const set = affinitySetName(sp, ep);
       frag.sets.set(set, { kind: 'set', name: set, type: [addrType(f)], flags: ['dynamic', 'timeout'], timeout: i.affinityTimeout });

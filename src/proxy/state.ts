@@ -21,7 +21,6 @@ import { EndpointSlots, PROXY_TABLE, clusterIPSet, endpointMap, hairpinSet, mapO
 
 interface Claim {
   el: FragElement;
-  valueStr: string;
 }
 interface SoleClaim extends Claim {
   svc: string;
@@ -152,17 +151,17 @@ export class TableState {
    * validates every literal before it reaches the kernel.
    */
   private elKey(el: FragElement): string {
-    this.mapOf(el.map);
-    return `${el.map}|${el.key.join(' . ')}`;
+    this.mapOf(el.set);
+    return `${el.set}|${el.key.join(' . ')}`;
   }
 
   private claim(svc: string, el: FragElement): void {
     const k = this.elKey(el);
-    const c: SoleClaim = { svc, el, valueStr: verdictStr(el.value) };
+    const c: SoleClaim = { svc, el };
     const cur = this.claims.get(k);
     if (cur === undefined) {
       this.claims.set(k, c);
-      if (el.map.startsWith('endpoints-')) this.epRefs.set(el.map, (this.epRefs.get(el.map) ?? 0) + 1);
+      if (el.set.startsWith('endpoints-')) this.epRefs.set(el.set, (this.epRefs.get(el.set) ?? 0) + 1);
       return;
     }
     if (!(cur instanceof Map)) {
@@ -173,7 +172,7 @@ export class TableState {
       this.claims.set(k, new Map<string, Claim>([[cur.svc, cur], [svc, c]]));
     } else cur.set(svc, c);
     // Several services sharing an endpoint share its hairpin element: not a conflict.
-    if (el.map !== 'hairpin' && el.map !== 'cluster-ips') this.contested.add(k);
+    if (el.set !== 'hairpin' && el.set !== 'cluster-ips') this.contested.add(k);
   }
 
   private unclaim(svc: string, el: FragElement): void {
@@ -191,7 +190,7 @@ export class TableState {
       }
     } else if (cur.svc !== svc) return;
     this.claims.delete(k);
-    if (el.map.startsWith('endpoints-')) this.epRefs.set(el.map, (this.epRefs.get(el.map) ?? 1) - 1);
+    if (el.set.startsWith('endpoints-')) this.epRefs.set(el.set, (this.epRefs.get(el.set) ?? 1) - 1);
   }
 
   /** The winning claim of an element key: the smallest service key. */
@@ -259,11 +258,11 @@ export class TableState {
     }
     const kel = new Map<string, Claim>();
     const bySet = new Map<string, Claim[]>();
-    for (const k of this.claims.keys()) {
-      const w = this.winner(k)!;
+    for (const [k, cur] of this.claims) {
+      const w = cur instanceof Map ? this.winner(k)! : cur;
       kel.set(k, w);
-      let list = bySet.get(w.el.map);
-      if (!list) bySet.set(w.el.map, (list = []));
+      let list = bySet.get(w.el.set);
+      if (!list) bySet.set(w.el.set, (list = []));
       list.push(w);
     }
     const epMaps = [...bySet.keys()].filter((m) => m.startsWith('endpoints-'));
@@ -277,7 +276,7 @@ export class TableState {
     }
     for (const frag of this.desired.values()) for (const [name, rs] of frag.chains) for (const r of rs) tx.add({ kind: 'rule', chain: name, rule: r });
     for (const list of bySet.values()) {
-      for (const w of list) tx.add(this.elementObj(w.el));
+      for (const w of list) tx.add(w.el);
       st.elementsAdded += list.length;
     }
     return {
@@ -298,10 +297,6 @@ export class TableState {
         this.generation++;
       },
     };
-  }
-
-  private elementObj(el: FragElement): NftObject {
-    return { kind: 'element', set: el.map, key: el.key, ...(el.value !== undefined ? { value: el.value } : {}), ...(el.comment !== undefined ? { comment: el.comment } : {}) };
   }
 
   private planIncremental(): Plan {
@@ -356,9 +351,9 @@ export class TableState {
     const newEpMaps: string[] = [];
     for (const svc of this.dirty) {
       for (const el of this.desired.get(svc)?.elements ?? []) {
-        if (!el.map.startsWith('endpoints-') || this.kEndpointMaps.has(el.map) || newEpMaps.includes(el.map)) continue;
-        tx.add(this.mapOf(el.map) as MapObj);
-        newEpMaps.push(el.map);
+        if (!el.set.startsWith('endpoints-') || this.kEndpointMaps.has(el.set) || newEpMaps.includes(el.set)) continue;
+        tx.add(this.mapOf(el.set) as MapObj);
+        newEpMaps.push(el.set);
       }
     }
     // 2. Chains: declare new ones, then write rules of new and changed ones.
@@ -387,16 +382,16 @@ export class TableState {
     for (const k of touchedKeys) {
       const want = this.winner(k);
       const have = this.kElements.get(k);
-      if (want && have && want.valueStr === have.valueStr && want.el.comment === have.el.comment) continue;
+      if (want && have && (want.el === have.el || (verdictStr(want.el.value) === verdictStr(have.el.value) && want.el.comment === have.el.comment))) continue;
       if (have) {
-        tx.delete({ kind: 'element', set: have.el.map, key: have.el.key });
+        tx.delete({ kind: 'element', set: have.el.set, key: have.el.key });
         st.elementsDeleted++;
       }
       if (want) adds.push(want.el);
       elementUpdates.set(k, want);
     }
     for (const el of adds) {
-      tx.add(this.elementObj(el));
+      tx.add(el);
       st.elementsAdded++;
     }
     // 4. Chains and sets no longer wanted: flush now, delete later.

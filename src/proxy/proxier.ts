@@ -402,6 +402,7 @@ export class Proxier implements Reconciler {
 function programmed(sp: ServicePortState): EndpointInfo[] {
   const sel = selectEndpoints(sp);
   const hasExternal = sp.info.nodePort !== undefined || sp.info.externalIPs.length > 0 || sp.info.loadBalancerIPs.length > 0;
+  if (!hasExternal) return sel.cluster;
   const m = new Map<string, EndpointInfo>();
   for (const e of [...sel.cluster, ...(hasExternal ? sel.external : [])]) m.set(`${e.ip}/${e.port}`, e);
   return [...m.values()];

@@ -14,7 +14,11 @@
 //
 // Map elements may be claimed by several services (two services with the same
 // external IP and port, or the same NodePort); the service whose key sorts first
-// wins, deterministically, whatever order changes arrive in.
+// wins, deterministically, whatever order changes arrive in. Endpoint-map elements
+// are the exception: their keys lie in the slot their service port holds alone
+// (EndpointSlots), so they are owned, not claimed, and diffed per service against the
+// fragment last applied (most of a table's elements: 100,000 of 121,000 at 10,000
+// services x 10 endpoints).
 import { Transaction, type Expr, type MapObj, type NftObject, type SetObj, type VerdictExpr } from '../os/nft.js';
 import type { IPFamily } from './model.js';
 import { EndpointSlots, PROXY_TABLE, clusterIPSet, endpointMap, hairpinSet, mapObjects, type FragElement, type Fragment } from './ruleset.js';
@@ -47,6 +51,10 @@ export interface Plan {
 
 const rulesHash = (rules: readonly (readonly Expr[])[]) => JSON.stringify(rules);
 const setHash = (s: SetObj) => JSON.stringify([s.type, s.flags, s.timeout]);
+/** Endpoint-map elements are owned by one service port (see the header). */
+const owned = (el: FragElement) => el.set.startsWith('endpoints-');
+const ownedKey = (el: FragElement) => `${el.set}|${el.key[0]}`;
+
 /** A comparable form of an element's value (a verdict, or address . port). */
 function verdictStr(v: VerdictExpr | readonly unknown[] | undefined): string {
   if (v === undefined) return '';
@@ -81,7 +89,7 @@ export class TableState {
   private readonly maps: Map<string, MapObj | SetObj>;
   /** Endpoint maps that exist in the kernel (created when first used, kept until the next rebuild). */
   private readonly kEndpointMaps = new Set<string>();
-  /** Element keys claimed per endpoint map; a map left with none is deleted a transaction later. */
+  /** Elements per endpoint map in the desired fragments; a map left with none is deleted a transaction later. */
   private readonly epRefs = new Map<string, number>();
   private readonly epUnused = new Map<string, number>();
   /** Endpoint-map slots of this family's service ports (ruleset.ts serviceFragment). */
@@ -113,13 +121,15 @@ export class TableState {
   /** Sets (or with undefined removes) a service's desired fragment. */
   setService(key: string, frag: Fragment | undefined): void {
     const old = this.desired.get(key);
-    if (old) for (const el of old.elements) this.unclaim(key, el);
+    if (old) for (const el of old.elements) if (owned(el)) this.epRef(el.set, -1);
+    else this.unclaim(key, el);
     // Endpoint-map slots the service no longer uses go back to the pool (their elements
     // were just unclaimed, so the plan deletes them unless another port takes them over).
     if (old) for (const id of old.slots) if (!frag?.slots.includes(id)) this.slots.release(id);
     if (frag && (frag.chains.size > 0 || frag.elements.length > 0)) {
       this.desired.set(key, frag);
-      for (const el of frag.elements) this.claim(key, el);
+      for (const el of frag.elements) if (owned(el)) this.epRef(el.set, 1);
+      else this.claim(key, el);
     } else this.desired.delete(key);
     this.dirty.add(key);
   }
@@ -161,7 +171,6 @@ export class TableState {
     const cur = this.claims.get(k);
     if (cur === undefined) {
       this.claims.set(k, c);
-      if (el.set.startsWith('endpoints-')) this.epRefs.set(el.set, (this.epRefs.get(el.set) ?? 0) + 1);
       return;
     }
     if (!(cur instanceof Map)) {
@@ -190,7 +199,11 @@ export class TableState {
       }
     } else if (cur.svc !== svc) return;
     this.claims.delete(k);
-    if (el.set.startsWith('endpoints-')) this.epRefs.set(el.set, (this.epRefs.get(el.set) ?? 1) - 1);
+  }
+
+  private epRef(map: string, d: number): void {
+    this.mapOf(map);
+    this.epRefs.set(map, (this.epRefs.get(map) ?? 0) + d);
   }
 
   /** The winning claim of an element key: the smallest service key. */
@@ -257,14 +270,18 @@ export class TableState {
       }
     }
     const kel = new Map<string, Claim>();
-    const bySet = new Map<string, Claim[]>();
+    const bySet = new Map<string, FragElement[]>();
+    const push = (el: FragElement) => {
+      let list = bySet.get(el.set);
+      if (!list) bySet.set(el.set, (list = []));
+      list.push(el);
+    };
     for (const [k, cur] of this.claims) {
       const w = cur instanceof Map ? this.winner(k)! : cur;
       kel.set(k, w);
-      let list = bySet.get(w.el.set);
-      if (!list) bySet.set(w.el.set, (list = []));
-      list.push(w);
+      push(w.el);
     }
+    for (const frag of this.desired.values()) for (const el of frag.elements) if (owned(el)) push(el);
     const epMaps = [...bySet.keys()].filter((m) => m.startsWith('endpoints-'));
     for (const name of epMaps) tx.add(this.mapOf(name) as MapObj);
     for (const frag of this.desired.values()) {
@@ -276,7 +293,7 @@ export class TableState {
     }
     for (const frag of this.desired.values()) for (const [name, rs] of frag.chains) for (const r of rs) tx.add({ kind: 'rule', chain: name, rule: r });
     for (const list of bySet.values()) {
-      for (const w of list) tx.add(w.el);
+      for (const el of list) tx.add(el);
       st.elementsAdded += list.length;
     }
     return {
@@ -320,12 +337,12 @@ export class TableState {
       if (now) {
         for (const [n, r] of now.chains) wantChains.set(n, r);
         for (const [n, s] of now.sets) wantSets.set(n, s);
-        for (const el of now.elements) touchedKeys.add(this.elKey(el));
+        for (const el of now.elements) if (!owned(el)) touchedKeys.add(this.elKey(el));
       }
       if (before) {
         for (const n of before.chains.keys()) hadChains.add(n);
         for (const n of before.sets.keys()) hadSets.add(n);
-        for (const el of before.elements) touchedKeys.add(this.elKey(el));
+        for (const el of before.elements) if (!owned(el)) touchedKeys.add(this.elKey(el));
       }
     }
 
@@ -389,6 +406,32 @@ export class TableState {
       }
       if (want) adds.push(want.el);
       elementUpdates.set(k, want);
+    }
+    // Owned (endpoint-map) elements: the applied fragment against the desired one. All
+    // deletions come before all additions, so a slot one port released and another took
+    // in the same sync is rewritten correctly.
+    for (const svc of this.dirty) {
+      const before = this.applied.get(svc)?.elements;
+      const now = this.desired.get(svc)?.elements;
+      if (before === now) continue;
+      const had = new Map<string, FragElement>();
+      for (const el of before ?? []) if (owned(el)) had.set(ownedKey(el), el);
+      for (const el of now ?? []) {
+        if (!owned(el)) continue;
+        const k = ownedKey(el);
+        const prev = had.get(k);
+        if (prev !== undefined) {
+          had.delete(k);
+          if (verdictStr(prev.value) === verdictStr(el.value)) continue;
+          tx.delete({ kind: 'element', set: prev.set, key: prev.key });
+          st.elementsDeleted++;
+        }
+        adds.push(el);
+      }
+      for (const el of had.values()) {
+        tx.delete({ kind: 'element', set: el.set, key: el.key });
+        st.elementsDeleted++;
+      }
     }
     for (const el of adds) {
       tx.add(el);

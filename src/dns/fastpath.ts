@@ -12,6 +12,8 @@ import { inNetns } from '../os/netns.js';
 export interface DnsNativeConstants {
   NT: number; NR: number; NB: number; HITS: number; SUMS: number; BUCKETS: number;
   MISSES: number; DROPS: number; ENTRIES: number; BYTES: number; LEN: number; PKT: number;
+  /** Response latency histogram: NL buckets (upper bound LAT_BASE_NS * 2^(i/4) ns) and one above, at LAT; the sum (s) at LATSUM. */
+  NL: number; LAT: number; LATSUM: number; LAT_BASE_NS: number;
 }
 
 type Handle = object;

@@ -46,6 +46,10 @@ export class DnsMetrics {
   private fastMisses = 0;
   private fastDrops = 0;
   private fastEntries = 0;
+  /** The fast path's response latency (kernel arrival to answer sent): counts per bucket (non-cumulative), bounds in seconds. */
+  private fastLat = new Float64Array(0);
+  private fastLatBounds: number[] = [];
+  private fastLatSum = 0;
   /** Called before every read (the server folds in the native fast path's counters). */
   sync: (() => void) | null = null;
 
@@ -106,6 +110,14 @@ export class DnsMetrics {
       this.sums[ZONE_CLUSTER * NT + t]! += d[c.SUMS + t]!;
       for (let b = 0; b < NB; b++) this.buckets[(ZONE_CLUSTER * NT + t) * NB + b]! += d[c.BUCKETS + t * c.NB + b]!;
     }
+    if (c.NL !== undefined) {
+      if (this.fastLat.length !== c.NL + 1) {
+        this.fastLat = new Float64Array(c.NL + 1);
+        this.fastLatBounds = Array.from({ length: c.NL }, (_, i) => (c.LAT_BASE_NS * 2 ** (i / 4)) / 1e9);
+      }
+      for (let b = 0; b <= c.NL; b++) this.fastLat[b]! += d[c.LAT + b]!;
+      this.fastLatSum += d[c.LATSUM]!;
+    }
     this.fastMisses += d[c.MISSES]!;
     this.fastDrops += d[c.DROPS]!;
     this.fastEntries = d[c.ENTRIES]!;
@@ -115,6 +127,19 @@ export class DnsMetrics {
   fastPath(): { hits: number; misses: number; drops: number; entries: number } {
     this.sync?.();
     return { hits: this.fastHits, misses: this.fastMisses, drops: this.fastDrops, entries: this.fastEntries };
+  }
+
+  /**
+   * The fast path's response latency since start: bucket upper bounds (seconds) with
+   * cumulative counts, the count and the sum. quantile(q) interpolates within a bucket.
+   */
+  fastLatency(): { bounds: number[]; cumulative: number[]; count: number; sum: number; quantile(q: number): number } {
+    this.sync?.();
+    const cumulative: number[] = [];
+    let cum = 0;
+    for (let b = 0; b < this.fastLatBounds.length; b++) cumulative.push((cum += this.fastLat[b]!));
+    const count = cum + (this.fastLat[this.fastLatBounds.length] ?? 0);
+    return { bounds: this.fastLatBounds, cumulative, count, sum: this.fastLatSum, quantile: (q) => histogramQuantile(q, this.fastLatBounds, cumulative, count) };
   }
 
   /** Totals (tests). */
@@ -207,6 +232,17 @@ export class DnsMetrics {
     add('coredns_cache_misses_total', 'The count of cache misses.', 'counter', () => [{ labels: { server }, value: this.cacheMissesN }]);
     add('skiff_dns_fastpath_answers_total', 'Answers sent by the native UDP fast path from its answer cache.', 'counter', () =>
       [{ labels: { server }, value: this.fastHits }]);
+    add('skiff_dns_fastpath_response_seconds', 'Time from a query\'s arrival in the kernel to its answer being sent, for the answers of the native UDP fast path (socket queueing included).', 'histogram', () => {
+      const name = 'skiff_dns_fastpath_response_seconds';
+      const h = this.fastLatency();
+      if (!h.count) return [];
+      const labels = { server };
+      const out: MetricValue[] = h.bounds.map((le, i) => ({ metricName: `${name}_bucket`, labels: { ...labels, le: Number(le.toPrecision(4)) }, value: h.cumulative[i]! }));
+      out.push({ metricName: `${name}_bucket`, labels: { ...labels, le: '+Inf' }, value: h.count });
+      out.push({ metricName: `${name}_sum`, labels, value: h.sum });
+      out.push({ metricName: `${name}_count`, labels, value: h.count });
+      return out;
+    });
     add('skiff_dns_fastpath_dropped_total', 'Queries the fast path dropped (handoff queue full or oversized datagram).', 'counter', () =>
       [{ labels: { server }, value: this.fastDrops }]);
     add('skiff_dns_policy_hidden_total', 'Names answered NXDOMAIN because the NetworkPolicies hide their Service from the client (policy-aware DNS).', 'counter', () =>
@@ -214,4 +250,22 @@ export class DnsMetrics {
     add('coredns_forward_requests_total', 'Counter of requests made per upstream.', 'counter', () =>
       [...this.forwards].map(([to, value]) => ({ labels: { to }, value })));
   }
+}
+
+/**
+ * The q-quantile of a histogram (Prometheus' histogram_quantile): linear within the
+ * bucket that holds it; the last finite bound when it lies above all of them.
+ */
+export function histogramQuantile(q: number, bounds: readonly number[], cumulative: readonly number[], count: number): number {
+  if (count <= 0 || bounds.length === 0) return NaN;
+  const rank = q * count;
+  for (let i = 0; i < bounds.length; i++) {
+    if (cumulative[i]! >= rank) {
+      const lo = i === 0 ? 0 : bounds[i - 1]!;
+      const below = i === 0 ? 0 : cumulative[i - 1]!;
+      const inBucket = cumulative[i]! - below;
+      return inBucket > 0 ? lo + ((bounds[i]! - lo) * (rank - below)) / inBucket : bounds[i]!;
+    }
+  }
+  return bounds[bounds.length - 1]!;
 }

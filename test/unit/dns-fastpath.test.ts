@@ -188,4 +188,25 @@ t.test('the fast path', { skip: native ? false : 'build/skiff_dns.node not built
     t.match(text, /skiff_dns_fastpath_answers_total\{server="dns:\/\/127.0.0.1:0"\} \d+/);
     t.match(text, /coredns_dns_request_duration_seconds_bucket\{[^}]*le="0.00025"\} \d+/);
   });
+
+  t.test('the response latency histogram counts every answer of the cache, from the kernel\'s arrival time', async (t) => {
+    const h0 = s.metrics.fastLatency();
+    const hits0 = s.metrics.fastPath().hits;
+    const q = query({ name: 'web.prod.svc.cluster.local', id: 5 });
+    await ask(s.port, [q]);
+    const t0 = performance.now();
+    await ask(s.port, Array.from({ length: 50 }, (_, i) => withId(q, 100 + i)));
+    const wall = (performance.now() - t0) / 1000;
+    const h1 = s.metrics.fastLatency();
+    const hits = s.metrics.fastPath().hits - hits0;
+    t.ok(hits >= 50, `${hits} answers from the cache`);
+    t.equal(h1.count - h0.count, hits, 'one latency sample per cached answer');
+    t.ok(h1.sum > h0.sum, 'the sum grows');
+    const p50 = h1.quantile(0.5);
+    t.ok(p50 > 0 && p50 <= wall + 0.001, `median ${(p50 * 1e6).toFixed(0)} µs, within the ${(wall * 1e3).toFixed(1)} ms the batch took end to end`);
+    t.equal(h1.bounds.length, h1.cumulative.length);
+    const text = await registry.metrics();
+    t.match(text, /skiff_dns_fastpath_response_seconds_bucket\{server="dns:\/\/127.0.0.1:0",le="\+Inf"\} \d+/);
+    t.match(text, /skiff_dns_fastpath_response_seconds_count\{server="dns:\/\/127.0.0.1:0"\} \d+/);
+  });
 });

@@ -34,6 +34,7 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
+#include <math.h>
 #include <unistd.h>
 #include <node_api.h>
 
@@ -44,10 +45,13 @@
 #define NT 16               /* type indexes (JS's TYPE_NAMES fits) */
 #define NR 24               /* rcode slots */
 #define NB 16               /* CoreDNS buckets: 0.00025 * 2^i seconds */
+#define NL 64               /* response latency buckets: LAT_BASE_NS * 2^(i/4), i < NL; slot NL: above */
+#define LAT_BASE_NS 2000.0
 #define MAX_WORKERS 256
 #define MISS_QUEUE 8192
 
-/* stats layout (doubles): hits[v6][type][rcode], sums[type], buckets[type][NB], misses, drops, entries, bytes */
+/* stats layout (doubles): hits[v6][type][rcode], sums[type], buckets[type][NB], misses, drops, entries, bytes,
+   latency[NL + 1], latency sum (seconds) */
 #define ST_HITS 0
 #define ST_SUMS (ST_HITS + 2 * NT * NR)
 #define ST_BUCKETS (ST_SUMS + NT)
@@ -55,7 +59,9 @@
 #define ST_DROPS (ST_MISSES + 1)
 #define ST_ENTRIES (ST_DROPS + 1)
 #define ST_BYTES (ST_ENTRIES + 1)
-#define ST_LEN (ST_BYTES + 1)
+#define ST_LAT (ST_BYTES + 1)
+#define ST_LATSUM (ST_LAT + NL + 1)
+#define ST_LEN (ST_LATSUM + 1)
 
 typedef struct entry {
   uint32_t hash;
@@ -69,8 +75,23 @@ typedef struct {
   uint64_t sums_ns[NT];
   uint64_t buckets[NT][NB];
   uint64_t misses, drops;
+  /* Response latency: from the datagram's arrival in the kernel (SO_TIMESTAMPNS) to
+     its answer handed to sendmmsg; what a client waits for, less the network. */
+  uint64_t lat[NL + 1];
+  uint64_t lat_sum_ns;
   char pad[64];
 } counters;
+
+static uint64_t lat_bounds[NL]; /* upper bounds in ns, set by start() */
+
+static int lat_bucket(uint64_t ns) {
+  int lo = 0, hi = NL; /* first bound >= ns */
+  while (lo < hi) {
+    int mid = (lo + hi) / 2;
+    if (lat_bounds[mid] >= ns) hi = mid; else lo = mid + 1;
+  }
+  return lo;
+}
 
 struct server;
 
@@ -250,7 +271,12 @@ static void *worker_main(void *arg) {
   struct sockaddr_storage *addr = calloc(BATCH, sizeof *addr);
   uint8_t *rbuf = malloc((size_t)BATCH * PKT), *obuf = malloc((size_t)BATCH * PKT);
   uint8_t tidx[BATCH], rc[BATCH];
-  if (!in || !out || !iin || !iout || !addr || !rbuf || !obuf) goto done;
+  /* Per datagram: the kernel's receive time (SCM_TIMESTAMPNS), and that of each answer. */
+  union { char buf[CMSG_SPACE(sizeof(struct timespec))]; struct cmsghdr align; } *ctl = calloc(BATCH, sizeof *ctl);
+  struct timespec rx_out[BATCH];
+  if (!in || !out || !iin || !iout || !addr || !rbuf || !obuf || !ctl) goto done;
+  int one = 1;
+  setsockopt(w->fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one);
   for (int i = 0; i < BATCH; i++) {
     iin[i].iov_base = rbuf + (size_t)i * PKT;
     iin[i].iov_len = PKT;
@@ -262,6 +288,8 @@ static void *worker_main(void *arg) {
     for (int i = 0; i < BATCH; i++) {
       in[i].msg_hdr.msg_namelen = sizeof addr[i];
       in[i].msg_hdr.msg_flags = 0;
+      in[i].msg_hdr.msg_control = ctl[i].buf;
+      in[i].msg_hdr.msg_controllen = sizeof ctl[i].buf;
     }
     int n = recvmmsg(w->fd, in, BATCH, MSG_WAITFORONE, NULL);
     if (n <= 0) continue; /* EINTR, the receive timeout, or shutdown() at stop */
@@ -279,6 +307,10 @@ static void *worker_main(void *arg) {
         to_js(s, w, q, len, &addr[i], in[i].msg_hdr.msg_namelen);
         continue;
       }
+      rx_out[nout].tv_sec = 0;
+      rx_out[nout].tv_nsec = 0;
+      for (struct cmsghdr *cm = CMSG_FIRSTHDR(&in[i].msg_hdr); cm; cm = CMSG_NXTHDR(&in[i].msg_hdr, cm))
+        if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_TIMESTAMPNS) memcpy(&rx_out[nout], CMSG_DATA(cm), sizeof(struct timespec));
       iout[nout].iov_base = o;
       iout[nout].iov_len = r;
       memset(&out[nout].msg_hdr, 0, sizeof out[nout].msg_hdr);
@@ -300,6 +332,17 @@ static void *worker_main(void *arg) {
       sent += k;
     }
     if (nout) {
+      struct timespec now;
+      clock_gettime(CLOCK_REALTIME, &now);
+      uint64_t lsum = 0;
+      for (int i = 0; i < nout; i++) {
+        if (!rx_out[i].tv_sec) continue;
+        int64_t ns = (int64_t)(now.tv_sec - rx_out[i].tv_sec) * 1000000000LL + (now.tv_nsec - rx_out[i].tv_nsec);
+        if (ns < 0) ns = 0;
+        bump(&w->c.lat[lat_bucket((uint64_t)ns)]);
+        lsum += (uint64_t)ns;
+      }
+      __atomic_store_n(&w->c.lat_sum_ns, __atomic_load_n(&w->c.lat_sum_ns, __ATOMIC_RELAXED) + lsum, __ATOMIC_RELAXED);
       clock_gettime(CLOCK_MONOTONIC, &t1);
       /* The batch's handling time, shared equally by its answers. */
       double each = ((t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9) / nout;
@@ -317,7 +360,7 @@ static void *worker_main(void *arg) {
     }
   }
 done:
-  free(in); free(out); free(iin); free(iout); free(addr); free(rbuf); free(obuf);
+  free(in); free(out); free(iin); free(iout); free(addr); free(rbuf); free(obuf); free(ctl);
   return NULL;
 }
 
@@ -499,6 +542,7 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
   server *s = calloc(1, sizeof *s);
   if (!s) return throw_errno(env, "start", ENOMEM);
   s->maxUdp = maxUdp < 512 ? 512 : maxUdp;
+  for (int i = 0; i < NL; i++) lat_bounds[i] = (uint64_t)(LAT_BASE_NS * pow(2.0, i / 4.0));
   s->nsets = (uint32_t)((maxEntries < WAYS ? WAYS : maxEntries) / WAYS);
   s->maxBytes = (size_t)(maxBytes < 0 ? 0 : maxBytes);
   s->sets = calloc((size_t)s->nsets * WAYS, sizeof(entry *));
@@ -652,6 +696,8 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
     }
     d[ST_MISSES] += DELTA(misses);
     d[ST_DROPS] += DELTA(drops);
+    for (int b = 0; b <= NL; b++) d[ST_LAT + b] += DELTA(lat[b]);
+    d[ST_LATSUM] += DELTA(lat_sum_ns) / 1e9;
   }
 #undef DELTA
   d[ST_ENTRIES] = (double)s->entries;
@@ -690,6 +736,7 @@ static napi_value js_constants(napi_env env) {
 #define C(n, x) napi_create_int32(env, x, &v); napi_set_named_property(env, o, n, v);
   C("NT", NT) C("NR", NR) C("NB", NB) C("HITS", ST_HITS) C("SUMS", ST_SUMS) C("BUCKETS", ST_BUCKETS)
   C("MISSES", ST_MISSES) C("DROPS", ST_DROPS) C("ENTRIES", ST_ENTRIES) C("BYTES", ST_BYTES) C("LEN", ST_LEN) C("PKT", PKT)
+  C("NL", NL) C("LAT", ST_LAT) C("LATSUM", ST_LATSUM) C("LAT_BASE_NS", (int)LAT_BASE_NS)
 #undef C
   return o;
 }

@@ -202,6 +202,33 @@ function latencyQuantile(q: number, a: Map<string, number>, b: Map<string, numbe
   return histogramQuantile(q, les.map(Number), cum, (b.get('+Inf') ?? 0) - (a.get('+Inf') ?? 0));
 }
 
+/**
+ * One query at a time (the next is sent when the answer arrives): per-query round
+ * trips with no load generator, printed as JSON. Run on the server's CPU and on the
+ * other one, it shows what waking the other (idle, halted) vCPU costs on this machine.
+ */
+const PROBE = `
+const dgram = require('node:dgram');
+const [port, n] = [Number(process.argv[1]), Number(process.argv[2])];
+const parts = [Buffer.from('abcd01000001000000000000', 'hex')];
+for (const l of ['svc1', 'ns1', 'svc', 'cluster', 'local']) parts.push(Buffer.from([l.length]), Buffer.from(l));
+parts.push(Buffer.from('0000010001', 'hex'));
+const q = Buffer.concat(parts);
+const s = dgram.createSocket('udp4');
+const lat = [];
+let t0 = 0n;
+const send = () => { t0 = process.hrtime.bigint(); s.send(q, port, '127.0.0.1'); };
+s.on('message', () => {
+  lat.push(Number(process.hrtime.bigint() - t0) / 1e6);
+  if (lat.length < n) setImmediate(send); else { s.close(); console.log(JSON.stringify(lat)); }
+});
+send();`;
+
+function probe(port: number, cpu: string, n: number): number[] {
+  const r = spawnSync('taskset', ['-c', cpu, process.execPath, '-e', PROBE, String(port), String(n)], { encoding: 'utf8', timeout: 60_000 });
+  return JSON.parse(r.stdout) as number[];
+}
+
 function startSkiff(manifests: string, port: number, cpu: string | null, http?: number): ChildProcess {
   const args = ['dns', '--manifests', manifests, '--listen', `127.0.0.1:${port}`, '--upstream', '127.0.0.1:9', ...(http ? ['--http', `127.0.0.1:${http}`] : [])];
   const c = cpu ? spawn('taskset', ['-c', cpu, SKIFF, ...args], { stdio: ['ignore', 'ignore', 'pipe'] })
@@ -305,6 +332,13 @@ const bench: Benchmark = {
       rows.push({ metric: `skiff p99 latency at ${rate} qps (half the peak), dnsperf, median of 3 rounds`, value: round(sp99, 3), unit: 'ms', anchor: { name: 'Knot DNS, same rate and rounds', value: round(median(p99s.knot!), 3) }, target: '< 1', pass: sp99 < 1 });
       rows.push({ metric: `  skiff's server-side p99 at ${rate} qps (kernel arrival to answer sent; median of 3)`, value: round(median(serverP99), 3), unit: 'ms' });
       rows.push({ metric: `  skiff's server-side p50 at ${rate} qps`, value: round(median(serverP50), 3), unit: 'ms' });
+      // The machine's floor: single queries, the client on the server's CPU or the other one.
+      for (const s of servers) {
+        const same = probe(s.port, '0', 3000);
+        const other = probe(s.port, '1', 3000);
+        rows.push({ metric: `  ${s.name}: one query at a time, client on the server's CPU: p99 (p50 ${round(percentile(same, 50), 3)} ms)`, value: round(percentile(same, 99), 3), unit: 'ms' });
+        rows.push({ metric: `  ${s.name}: one query at a time, client on the other CPU: p99 (p50 ${round(percentile(other, 50), 3)} ms)`, value: round(percentile(other, 99), 3), unit: 'ms' });
+      }
       notes.push(`latency rounds at ${rate} qps: dnsperf p99 skiff ${p99s.skiff!.map((x) => round(x, 2)).join(', ')} ms, knot ${p99s.knot!.map((x) => round(x, 2)).join(', ')} ms; skiff server-side p99 ${serverP99.map((x) => round(x, 3)).join(', ')} ms`);
       await stop(skiff);
       skiff = null;

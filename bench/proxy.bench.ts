@@ -19,7 +19,7 @@ import type { NftRunner, Transaction } from '../src/os/nft.js';
 import { nftRunner } from '../src/os/nftnl.js';
 import { NetnsSandbox } from '../src/os/sandbox.js';
 import { MemoryView } from '../src/proxy/fixtures.js';
-import { ENDPOINTS, clusterIP, mkSlice, mkSvc } from './proxy-services.js';
+import { ENDPOINTS, NODES, clusterIP, mkSlice, mkSvc } from './proxy-services.js';
 import { Proxier } from '../src/proxy/proxier.js';
 import { ROOT } from '../src/lab/agents.js';
 import { loadState } from '../src/lab/state.js';
@@ -134,7 +134,7 @@ async function syncBench(quick: boolean, rows: Row[], notes: string[]): Promise<
       await proxier.close();
       sandbox.remove(ns.name);
     }
-    notes.push(`Sync figures: real nft ${nftVersion()} in a private network namespace, rules applied by ${RUNNER === 'nft' ? 'the nft binary (nft -f -)' : 'NftNetlink (one nf_tables netlink batch per sync, the agent\'s default; SKIFF_BENCH_NFT=nft for the nft binary)'}; each service has one TCP port and ${ENDPOINTS} endpoints (distinct IPs); round-robin balancing. "End to end" = the change enters the proxier's view -> model -> diff -> one transaction applied.`);
+    notes.push(`Sync figures: real nft ${nftVersion()} in a private network namespace, rules applied by ${RUNNER === 'nft' ? 'the nft binary (nft -f -)' : 'NftNetlink (one nf_tables netlink batch per sync, the agent\'s default; SKIFF_BENCH_NFT=nft for the nft binary)'}; each service has one TCP port and ${ENDPOINTS} endpoints (distinct IPs, with nodeNames spread over ${NODES} nodes: 1 in ${NODES} is on the benchmark's node); round-robin balancing. "End to end" = the change enters the proxier's view -> model -> diff -> one transaction applied.`);
   } finally {
     sandbox.removeAll();
   }

@@ -97,14 +97,14 @@ spec:
 /** Sequential new TCP connections; one line per connection: "<answer> <start ms> <duration ms>". Runs until n or SIGTERM. */
 const TCP_CLIENT = `
 const net = require('node:net');
-const [host, port, n] = [process.argv[1], Number(process.argv[2]), Number(process.argv[3])];
+const [host, port, n, tmo] = [process.argv[1], Number(process.argv[2]), Number(process.argv[3]), Number(process.argv[4] || 3000)];
 let stop = false;
 process.on('SIGTERM', () => { stop = true; });
 (async () => {
   for (let i = 0; (n === 0 || i < n) && !stop; i++) {
     const t0 = Date.now();
     const r = await new Promise((res) => {
-      const s = net.connect({ host, port, timeout: 3000 });
+      const s = net.connect({ host, port, timeout: tmo });
       let d = '';
       s.on('data', (x) => (d += x));
       s.on('end', () => res(d.trim() || 'EMPTY'));
@@ -169,16 +169,20 @@ function isRotation(names: string[], k: number): boolean {
 }
 
 /**
- * Milliseconds from `since` to the start of the first connection after which every
- * answer came from `remaining` (failed connections count as not remaining).
+ * Milliseconds from `since` to the start of the last connection that did not reach
+ * `remaining` (a removed endpoint, or a failure: a SYN sent to a pod that is already
+ * gone times out): the last moment the rotation still picked a removed endpoint. 0 when
+ * none did after `since`. Undefined unless answers from `remaining` follow it (the
+ * rotation must be seen settled). The client is sequential, so a connection that times
+ * out holds the next ones back: the start time, not the position, is what counts.
  */
 function settledAfter(hits: Hit[], remaining: Set<string>, since: number): number | undefined {
   let last = -1;
   hits.forEach((h, i) => {
     if (!remaining.has(h.name)) last = i;
   });
-  const next = hits[last + 1];
-  return next ? Math.max(0, next.at - since) : undefined;
+  if (!hits.slice(last + 1).some((h) => remaining.has(h.name))) return undefined;
+  return last < 0 ? 0 : Math.max(0, hits[last]!.at - since);
 }
 
 const count = (xs: string[]) => {
@@ -237,7 +241,9 @@ if (requireRoot(t)) {
     const before = statSync(slices).mtimeMs;
     // No sync in the last proxy.minSyncInterval (1 s), as after any quiet second.
     await new Promise((r) => setTimeout(r, 1100));
-    const c = spawn('ip', ['netns', 'exec', podNs(`${NS}/client`), process.execPath, '-e', TCP_CLIENT, clusterIP('web'), '80', '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    // Connect timeout 1 s: a SYN that went to a pod already gone holds the sequential
+    // client back 1 s, not 3, and 2.5 s of answers follow the change.
+    const c = spawn('ip', ['netns', 'exec', podNs(`${NS}/client`), process.execPath, '-e', TCP_CLIENT, clusterIP('web'), '80', '0', '1000'], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     c.stdout.on('data', (d) => (out += d));
     let sliceWrittenAt = 0;
@@ -248,7 +254,7 @@ if (requireRoot(t)) {
     }, 2);
     try {
       await change();
-      await new Promise((r) => setTimeout(r, 1500));
+      await new Promise((r) => setTimeout(r, 2500));
     } finally {
       clearInterval(poll);
       c.kill('SIGTERM');

@@ -321,6 +321,13 @@ static void *worker_main(void *arg) {
       nout++;
     }
     pthread_rwlock_unlock(&s->lock);
+    /* Answers are counted before they leave: a client that reads the counters right
+       after its answer arrives sees it counted. */
+    for (int i = 0; i < nout; i++) {
+      int t = tidx[i] < NT ? tidx[i] : NT - 1;
+      int r = rc[i] < NR ? rc[i] : NR - 1;
+      bump(&w->c.hits[w->v6][t][r]);
+    }
     int sent = 0;
     while (sent < nout) {
       int k = sendmmsg(w->fd, out + sent, nout - sent, 0);
@@ -351,8 +358,6 @@ static void *worker_main(void *arg) {
       while (b < NB && each > bound) { b++; bound *= 2; }
       for (int i = 0; i < nout; i++) {
         int t = tidx[i] < NT ? tidx[i] : NT - 1;
-        int r = rc[i] < NR ? rc[i] : NR - 1;
-        bump(&w->c.hits[w->v6][t][r]);
         if (b < NB) bump(&w->c.buckets[t][b]);
         uint64_t *sp = &w->c.sums_ns[t];
         __atomic_store_n(sp, __atomic_load_n(sp, __ATOMIC_RELAXED) + (uint64_t)(each * 1e9), __ATOMIC_RELAXED);

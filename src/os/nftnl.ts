@@ -28,7 +28,7 @@ import { isIPv6 } from 'node:net';
 import { endianness } from 'node:os';
 import * as util from 'node:util';
 import { closeSync } from 'node:fs';
-import { ipToBytes } from '../util/ip.js';
+import { ipToBytes, parseV4 } from '../util/ip.js';
 import { native } from './native.js';
 import { inNetns } from './netns.js';
 import type { Executor } from './exec.js';
@@ -319,7 +319,7 @@ const PLAIN_PROTO: Record<string, number> = { icmp: 1, tcp: 6, udp: 17, icmpv6: 
 function writePlain(b: Buffer, o: number, t: KeyType, v: Literal | undefined): number {
   switch (t) {
     case 'ipv4_addr':
-      return typeof v === 'string' && putV4(v, b, o) ? 4 : -1;
+      return typeof v === 'string' && parseV4(v, b, o) ? 4 : -1;
     case 'inet_service':
       if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 65535) return -1;
       b[o] = v >> 8;
@@ -452,28 +452,7 @@ function literalSpan(type: KeyType, v: Literal): Span {
 /** A plain dotted quad as 4 bytes, or undefined for anything else (prefixes, ranges, odd forms). */
 function parse4(s: string): Buffer | undefined {
   const b = Buffer.allocUnsafe(4);
-  return putV4(s, b, 0) ? b : undefined;
-}
-
-/** Writes a plain dotted quad's 4 bytes at b[o]; false (bytes undefined) for anything else. */
-function putV4(s: string, b: Buffer, o: number): boolean {
-  let part = 0;
-  let val = 0;
-  let digits = 0;
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c >= 48 && c <= 57) {
-      val = val * 10 + (c - 48);
-      if (++digits > 3 || val > 255) return false;
-    } else if (c === 46 && digits > 0 && part < 3) {
-      b[o + part++] = val;
-      val = 0;
-      digits = 0;
-    } else return false;
-  }
-  if (part !== 3 || digits === 0) return false;
-  b[o + 3] = val;
-  return true;
+  return parseV4(s, b, 0) ? b : undefined;
 }
 
 /** big-endian byte string + 1; undefined on overflow. */

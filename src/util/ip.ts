@@ -18,7 +18,7 @@ const ZONE = /^[0-9a-zA-Z\-.:]+$/;
  * endpoint address of a 100,000-endpoint sync, and split + regex per part was a
  * visible share of it.
  */
-function parseV4(s: string, out: Uint8Array, at: number): boolean {
+export function parseV4(s: string, out: Uint8Array, at: number): boolean {
   let part = 0;
   let val = 0;
   let digits = 0;

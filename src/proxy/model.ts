@@ -6,7 +6,7 @@
 // so only DNS-label characters ever reach the nft layer (which escapes again).
 import { isIPv4, isIPv6 } from 'node:net';
 import type { EndpointSlice, Protocol, Service } from '../cluster/types.js';
-import { bytesToIp, ipToBigInt, ipToBytes } from '../util/ip.js';
+import { bytesToIp, ipToBigInt, ipToBytes, parseV4 } from '../util/ip.js';
 
 export type IPFamily = 4 | 6;
 export const DEFAULT_AFFINITY_TIMEOUT = 10800;
@@ -194,18 +194,11 @@ export function servicePorts(svc: Service, problems: Problem[]): ServicePortInfo
   return out;
 }
 
-/** A valid dotted quad as a number (the sort key of IPv4 endpoints; a bigint costs more). */
+const V4 = new Uint8Array(4);
+/** A dotted quad as a number (the sort key of IPv4 endpoints; a bigint costs more). */
 function v4Number(ip: string): number {
-  let n = 0;
-  let part = 0;
-  for (let i = 0; i < ip.length; i++) {
-    const c = ip.charCodeAt(i);
-    if (c === 46) {
-      n = n * 256 + part;
-      part = 0;
-    } else part = part * 10 + (c - 48);
-  }
-  return n * 256 + part;
+  parseV4(ip, V4, 0);
+  return ((V4[0]! * 256 + V4[1]!) * 256 + V4[2]!) * 256 + V4[3]!;
 }
 
 /** Endpoints sorted by address, then port; each address is converted once, not per comparison. */
@@ -292,6 +285,19 @@ export function selectEndpoints(sp: ServicePortState): Selection {
     external: sp.info.externalLocal ? local : all,
     any: all.length > 0,
   };
+}
+
+/**
+ * The distinct endpoints some chain of the port balances to: the cluster endpoints, and
+ * the external ones when the port takes external traffic (NodePort, external or
+ * load-balancer IPs).
+ */
+export function balancedEndpoints(sp: ServicePortState, sel: Selection = selectEndpoints(sp)): EndpointInfo[] {
+  const i = sp.info;
+  if (i.nodePort === undefined && i.externalIPs.length === 0 && i.loadBalancerIPs.length === 0) return sel.cluster;
+  const m = new Map<string, EndpointInfo>();
+  for (const e of [...sel.cluster, ...sel.external]) m.set(`${e.ip}/${e.port}`, e);
+  return [...m.values()];
 }
 
 /** Everything the proxy programs for one service. */

@@ -11,7 +11,7 @@ import type { Change, EndpointSlice, Kind, Service } from '../cluster/types.js';
 import { Conntrack, type ConntrackFilter } from '../os/conntrack.js';
 import { Transaction, type NftRunner } from '../os/nft.js';
 import { HealthCheckServers, type HealthTarget } from './healthcheck.js';
-import { selectEndpoints, serviceModel, sliceServiceKey, type EndpointInfo, type IPFamily, type Problem, type ServicePortState } from './model.js';
+import { balancedEndpoints, selectEndpoints, serviceModel, sliceServiceKey, type EndpointInfo, type IPFamily, type Problem, type ServicePortState } from './model.js';
 import { PROXY_TABLE, serviceFragment, staticObjects, type RulesetConfig } from './ruleset.js';
 import { TableState, type PlanStats } from './state.js';
 
@@ -341,7 +341,7 @@ export class Proxier implements Reconciler {
       for (const sp of ports) {
         const c = cur.get(sp.info.family) ?? { svc: 0, eps: 0 };
         c.svc++;
-        c.eps += programmed(sp).length;
+        c.eps += balancedEndpoints(sp).length;
         cur.set(sp.info.family, c);
       }
       this.counts.set(key, cur);
@@ -398,15 +398,6 @@ export class Proxier implements Reconciler {
   }
 }
 
-/** Endpoints a service port balances to (cluster or external traffic). */
-function programmed(sp: ServicePortState): EndpointInfo[] {
-  const sel = selectEndpoints(sp);
-  const hasExternal = sp.info.nodePort !== undefined || sp.info.externalIPs.length > 0 || sp.info.loadBalancerIPs.length > 0;
-  if (!hasExternal) return sel.cluster;
-  const m = new Map<string, EndpointInfo>();
-  for (const e of [...sel.cluster, ...(hasExternal ? sel.external : [])]) m.set(`${e.ip}/${e.port}`, e);
-  return [...m.values()];
-}
 
 /**
  * Conntrack deletions for one service's UDP ports after a change (pure): flows to
@@ -421,8 +412,8 @@ export function staleUdpFilters(old: readonly ServicePortState[], now: readonly 
   for (const sp of old) {
     if (sp.info.protocol !== 'UDP') continue;
     const cur = nowById.get(`${sp.info.family}/${sp.info.id}/${sp.info.protocol}`);
-    const keep = new Set(cur ? programmed(cur).map((e) => e.ip) : []);
-    const gone = new Set(programmed(sp).filter((e) => !keep.has(e.ip)).map((e) => e.ip));
+    const keep = new Set(cur ? balancedEndpoints(cur).map((e) => e.ip) : []);
+    const gone = new Set(balancedEndpoints(sp).filter((e) => !keep.has(e.ip)).map((e) => e.ip));
     const family = sp.info.family;
     for (const ip of gone) {
       for (const dst of [sp.info.clusterIP, ...sp.info.externalIPs, ...sp.info.loadBalancerIPs]) out.push({ family, proto: 'udp', origDst: dst, origDstPort: sp.info.port, replySrc: ip });
@@ -430,9 +421,9 @@ export function staleUdpFilters(old: readonly ServicePortState[], now: readonly 
     }
   }
   for (const sp of now) {
-    if (sp.info.protocol !== 'UDP' || programmed(sp).length === 0) continue;
+    if (sp.info.protocol !== 'UDP' || balancedEndpoints(sp).length === 0) continue;
     const prev = oldById.get(`${sp.info.family}/${sp.info.id}/${sp.info.protocol}`);
-    if (!prev || programmed(prev).length === 0) out.push({ family: sp.info.family, proto: 'udp', origDst: sp.info.clusterIP, origDstPort: sp.info.port });
+    if (!prev || balancedEndpoints(prev).length === 0) out.push({ family: sp.info.family, proto: 'udp', origDst: sp.info.clusterIP, origDstPort: sp.info.port });
   }
   return out;
 }

@@ -43,7 +43,7 @@
 // has (kube-proxy does the same).
 import { hashedName, type ElementObj, type Expr, type Literal, type MapObj, type NftObject, type SetObj, type VerdictExpr } from '../os/nft.js';
 import type { EndpointInfo, IPFamily, ServicePortState } from './model.js';
-import { selectEndpoints } from './model.js';
+import { balancedEndpoints, selectEndpoints } from './model.js';
 
 export const PROXY_TABLE = 'skiff-proxy';
 /** The packet mark bit meaning "masquerade in postrouting" (kube-proxy uses the same bit). */
@@ -343,14 +343,6 @@ export function serviceFragment(f: IPFamily, cfg: RulesetConfig, ports: readonly
     // External traffic: NodePort, external IPs, load-balancer IPs.
     const externalDests = [...i.externalIPs, ...i.loadBalancerIPs];
     const hasExternal = i.nodePort !== undefined || externalDests.length > 0;
-    // Endpoint chains exist only for endpoints some chain balances to (the cluster
-    // endpoints are distinct already; external ones may repeat them).
-    let used: Iterable<EndpointInfo> = sel.cluster;
-    if (hasExternal) {
-      const m = new Map<string, EndpointInfo>();
-      for (const ep of [...sel.cluster, ...sel.external]) m.set(`${ep.ip}/${ep.port}`, ep);
-      used = m.values();
-    }
     if (hasExternal) {
       const extChain = externalChainName(sp);
       if (sel.external.length > 0) {
@@ -381,7 +373,8 @@ export function serviceFragment(f: IPFamily, cfg: RulesetConfig, ports: readonly
     // known): a pod that reaches itself through a service was DNATed on its own node,
     // so only local endpoints can hairpin here. Endpoint chains (and affinity sets)
     // only with session affinity.
-    for (const ep of used) {
+    // Endpoint chains exist only for endpoints some chain balances to.
+    for (const ep of balancedEndpoints(sp, sel)) {
       if (ep.local || ep.nodeName === undefined) frag.elements.push({ kind: 'element', set: 'hairpin', key: [ep.ip, ep.ip] });
       if (i.affinityTimeout === undefined) continue;
       const set = affinitySetName(sp, ep);

@@ -11,7 +11,7 @@ import { logger } from '../util/log.js';
 import type { LabObject, LabSettings } from './config.js';
 import { allocateClusterIPs, assignPodCIDRs, buildManifests, desiredPods, podKey, schedule, serviceKey, type LabNode } from './controller.js';
 import { alive, AGENT_METRICS, startAgent, stopPid } from './agents.js';
-import { CONFLIST, createPod, deletePod } from './pods.js';
+import { CONFLIST, createPod, deletePod, waitStarted } from './pods.js';
 import { cniConfDir, labDir, nodeDir, loadState, manifestsDir, removeLabDir, saveState, writeAtomic, type LabState, type PodState } from './state.js';
 import { LAB_PREFIX, addNode, createSwitch, destroyNamespaces, labNamespaces, listNetns, nodeNsName, removeNode, type Topology } from './topology.js';
 
@@ -144,6 +144,7 @@ async function converge(s: LabState, progress: Progress): Promise<void> {
   }
 
   const failures: string[] = [];
+  const starting = new Map<string, string[]>();
   for (const [key, pod] of want) {
     if (s.pods[key]) continue;
     const node = s.nodes.find((n) => n.name === placement[key])!;
@@ -151,15 +152,23 @@ async function converge(s: LabState, progress: Progress): Promise<void> {
     try {
       const started = createPod({ prefix: s.prefix, lab: s.name, pod, node: node.name, nodeNs: node.ns, podCIDR: node.podCIDR, mtu: s.settings.mtu, domain: s.settings.clusterDomain });
       s.pods[key] = { node: node.name, ip: started.ip, ready: false, uid: started.containerId, netns: started.netns, containerId: started.containerId, pids: started.pids };
+      starting.set(key, started.started);
       saveState(s);
     } catch (e) {
       failures.push((e as Error).message);
     }
   }
-  // Readiness: probes (tcpSocket, exec) decide; pods without one are ready once attached.
+  // Readiness: a new pod's containers must have started (the built-in servers have bound
+  // their ports); then probes (tcpSocket, exec) decide, and pods without one are ready.
+  const notStarted = new Set<string>();
+  for (const [key, markers] of starting) {
+    if (await waitStarted(markers)) continue;
+    notStarted.add(key);
+    failures.push(`pod ${key}: its servers did not bind their ports within 10 s (see its log under ${nodeDir(s.name, s.pods[key]!.node)}/pods)`);
+  }
   for (const [key, p] of Object.entries(s.pods)) {
     const pod = want.get(key);
-    if (pod) p.ready = await probeReady(pod, p.netns, p.ip);
+    if (pod) p.ready = !notStarted.has(key) && (await probeReady(pod, p.netns, p.ip));
   }
   saveState(s);
   writeManifests(s);

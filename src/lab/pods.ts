@@ -86,6 +86,8 @@ export interface StartedPod {
   containerId: string;
   ip: string;
   pids: number[];
+  /** Files the built-in servers create once their ports are bound (see waitStarted). */
+  started: string[];
 }
 
 /** Creates, attaches and starts a pod on a node. Rolls back the namespace on failure. */
@@ -107,8 +109,8 @@ export function createPod(o: { prefix: string; lab: string; pod: Pod; node: stri
     const res = JSON.parse(r.stdout) as { ips?: { address: string }[] };
     const ip = res.ips?.[0]?.address.split('/')[0];
     if (!ip) throw new Error(`skiff-cni ADD for pod ${key}: no IP in the result ${r.stdout.trim()}`);
-    const pids = startProcesses(o.lab, o.node, netns, key, o.pod);
-    return { netns, containerId, ip, pids };
+    const { pids, started } = startProcesses(o.lab, o.node, netns, key, o.pod);
+    return { netns, containerId, ip, pids, started };
   } catch (e) {
     deleteNetns(netns);
     rmSync(`/etc/netns/${netns}`, { recursive: true, force: true });
@@ -117,28 +119,49 @@ export function createPod(o: { prefix: string; lab: string; pod: Pod; node: stri
 }
 
 /** Built-in servers for declared ports; a container with `command` runs that instead. */
-function startProcesses(lab: string, node: string, netns: string, key: string, pod: Pod): number[] {
+function startProcesses(lab: string, node: string, netns: string, key: string, pod: Pod): { pids: number[]; started: string[] } {
   const pids: number[] = [];
+  const started: string[] = [];
   const logDir = join(nodeDir(lab, node), 'pods');
   mkdirSync(logDir, { recursive: true });
   for (const c of pod.spec.containers) {
     const log = join(logDir, `${key.replace('/', '_')}_${c.name}.log`);
     let argv: string[] | undefined;
+    let env: NodeJS.ProcessEnv | undefined;
     if (c.command?.length) argv = [...c.command, ...(c.args ?? [])];
     else if (c.ports?.length) {
       argv = [process.execPath, join(ROOT, 'dist', 'src', 'lab', 'server.js'), key, ...c.ports.map((p) => `${(p.protocol ?? 'TCP').toLowerCase()}:${p.containerPort}`)];
+      const marker = log.replace(/\.log$/, '.started');
+      rmSync(marker, { force: true });
+      env = { ...process.env, SKIFF_LAB_STARTED: marker };
+      started.push(marker);
     }
     if (!argv) continue;
     const fd = openSync(log, 'a');
     try {
-      const child = spawn('ip', ['netns', 'exec', netns, ...argv], { detached: true, stdio: ['ignore', fd, fd] });
+      const child = spawn('ip', ['netns', 'exec', netns, ...argv], { detached: true, stdio: ['ignore', fd, fd], ...(env ? { env } : {}) });
       child.unref();
       if (child.pid) pids.push(child.pid);
     } finally {
       closeSync(fd);
     }
   }
-  return pids;
+  return { pids, started };
+}
+
+/**
+ * Waits until the pod's built-in servers have bound their ports (their marker files
+ * exist), at most timeoutMs. Without it a pod without a readiness probe was ready, and
+ * in the Service's rotation, while its server was still starting: a connection in that
+ * window was refused (seen in CI while scaling a Deployment up on a loaded machine).
+ */
+export async function waitStarted(markers: string[], timeoutMs = 10_000): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (!markers.every((m) => existsSync(m))) {
+    if (Date.now() >= deadline) return false;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return true;
 }
 
 /** Stops the pod's processes, CNI DEL (releases the IP), removes the namespace. */

@@ -168,7 +168,8 @@ export function parseResult(json: unknown, fallbackVersion?: string, what = 'res
     }
   }
   if (!isObject(v)) throw invalidField(what, v, 'a JSON object');
-  const version = v.cniVersion ?? fallbackVersion;
+  // An empty cniVersion is no version (libcni's fixupResultVersion: "not present or empty").
+  const version = v.cniVersion === '' ? fallbackVersion : (v.cniVersion ?? fallbackVersion);
   if (version === undefined || version === '') throw missingField(`${what}.cniVersion`, 'the result\'s CNI version');
   if (!isSupportedVersion(version)) {
     throw new CniError(

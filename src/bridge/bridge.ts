@@ -149,8 +149,11 @@ export async function attach(host: Netlink, o: BridgeOptions, req: AttachRequest
 
     for (const r of podRoutes(o, req)) await pod.replaceRoute({ ...r, oif: podLink.index });
 
+    // Read the bridge again: unless its MAC was set, it takes the lowest MAC of its ports
+    // (00:00:00:00:00:00 with none), so enslaving the veth may have changed it.
+    const brNow = (await host.linkByIndex(br.index)) ?? br;
     return {
-      bridge: { name: br.name, mac: br.mac ?? '' },
+      bridge: { name: brNow.name, mac: brNow.mac ?? '' },
       host: { name: hostName, mac: hostLink.mac ?? '' },
       pod: { name: req.ifname, mac: podLink.mac ?? '', mtu, sandbox: req.netns },
     };

@@ -13,7 +13,7 @@ import { Transaction } from '../src/os/nft.js';
 import { nftRunner } from '../src/os/nftnl.js';
 import { NetnsSandbox } from '../src/os/sandbox.js';
 import { MemoryView } from '../src/proxy/fixtures.js';
-import { PROXY_TABLE, staticObjects } from '../src/proxy/ruleset.js';
+import { PROXY_TABLES, proxyTableName, shardStaticObjects, staticObjects, MAIN_TABLE } from '../src/proxy/ruleset.js';
 import { compile, fullTransaction } from '../src/policy/compiler.js';
 import { PolicyState } from '../src/policy/evaluator.js';
 import { ing, np, sel, syntheticCluster } from '../src/policy/fixtures.js';
@@ -170,11 +170,15 @@ const bench: Benchmark = {
         //   node: skiff's service-proxy table as every skiff node has it (its NAT hooks
         //         turn conntrack on), no policies: the baseline of the target;
         //   with: the node plus the 1,000 policies.
-        const proxyTx = new Transaction('ip', PROXY_TABLE);
-        for (const o of staticObjects(4, { clusterCIDRs: ['10.100.0.0/24'], balancing: 'round-robin', nodeIPs: [] })) proxyTx.add(o);
+        const proxyCfg = { clusterCIDRs: ['10.100.0.0/24'], balancing: 'round-robin' as const, nodeIPs: [] };
+        const proxyTx = PROXY_TABLES.map((t) => {
+          const tx = new Transaction('ip', proxyTableName(t));
+          for (const o of t === MAIN_TABLE ? staticObjects(4, proxyCfg) : shardStaticObjects(4, proxyCfg)) tx.add(o);
+          return tx;
+        });
         const install = async (mode: 'bare' | 'node' | 'with') => {
           spawnSync('ip', ['netns', 'exec', tn, 'nft', 'delete', 'table', 'inet', 'skiff-policy'], { stdio: 'ignore' });
-          spawnSync('ip', ['netns', 'exec', tn, 'nft', 'delete', 'table', 'ip', PROXY_TABLE], { stdio: 'ignore' });
+          for (const t of PROXY_TABLES) spawnSync('ip', ['netns', 'exec', tn, 'nft', 'delete', 'table', 'ip', proxyTableName(t)], { stdio: 'ignore' });
           if (mode !== 'bare') await tnNft.run(proxyTx);
           if (mode === 'with') await tnNft.run(fullTransaction(model));
         };

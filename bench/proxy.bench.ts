@@ -50,6 +50,8 @@ class TimedNft implements NftRunner {
   }
 }
 
+const SETTLE_MS = 2000;
+
 async function syncBench(quick: boolean, rows: Row[], notes: string[]): Promise<void> {
   const sandbox = new NetnsSandbox('skt-');
   try {
@@ -101,6 +103,10 @@ async function syncBench(quick: boolean, rows: Row[], notes: string[]): Promise<
         const epTimes: number[] = [];
         const epNft: number[] = [];
         const nreps = n >= 30000 ? Math.min(reps, 3) : reps;
+        // Changes are measured on a settled node: the kernel finishes a big install in
+        // workers after the commit (hash tables growing, the old generation freed), which
+        // on 2 vCPUs competes with whatever comes next for a second or two.
+        await new Promise((r) => setTimeout(r, SETTLE_MS));
         for (let r = 0; r < nreps; r++) {
           // One changed Service: a new port number (its chain and map element are rewritten).
           const i = 17 + r * 101;
@@ -134,7 +140,7 @@ async function syncBench(quick: boolean, rows: Row[], notes: string[]): Promise<
       await proxier.close();
       sandbox.remove(ns.name);
     }
-    notes.push(`Sync figures: real nft ${nftVersion()} in a private network namespace, rules applied by ${RUNNER === 'nft' ? 'the nft binary (nft -f -)' : 'NftNetlink (one nf_tables netlink batch per sync, the agent\'s default; SKIFF_BENCH_NFT=nft for the nft binary)'}; each service has one TCP port and ${ENDPOINTS} endpoints (distinct IPs, with nodeNames spread over ${NODES} nodes: 1 in ${NODES} is on the benchmark's node); round-robin balancing. "End to end" = the change enters the proxier's view -> model -> diff -> one transaction applied.`);
+    notes.push(`Sync figures: real nft ${nftVersion()} in a private network namespace, rules applied by ${RUNNER === 'nft' ? 'the nft binary (nft -f -)' : 'NftNetlink (one nf_tables netlink batch per sync, the agent\'s default; SKIFF_BENCH_NFT=nft for the nft binary)'}; each service has one TCP port and ${ENDPOINTS} endpoints (distinct IPs, with nodeNames spread over ${NODES} nodes: 1 in ${NODES} is on the benchmark's node); round-robin balancing. "End to end" = the change enters the proxier's view -> model -> diff -> one transaction applied; changes are measured ${SETTLE_MS / 1000} s after the full syncs (the kernel's post-commit work of a big install otherwise lands in them).`);
   } finally {
     sandbox.removeAll();
   }

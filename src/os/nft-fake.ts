@@ -149,6 +149,8 @@ export class FakeNft implements NftRunner {
   readonly tables = new Map<string, FakeTable>();
   /** Every transaction applied successfully, in order (tests count operations). */
   readonly history: Transaction[] = [];
+  /** The transactions of every successful run, one list per run. */
+  readonly runs: Transaction[][] = [];
   private undo: (() => void)[] = [];
   private failures: string[] = [];
 
@@ -190,6 +192,7 @@ export class FakeNft implements NftRunner {
     }
     this.undo = [];
     for (const t of list) this.history.push(t);
+    this.runs.push([...list]);
   }
 
   table(family: TableFamily, name: string): FakeTable | undefined {

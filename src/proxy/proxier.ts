@@ -12,7 +12,7 @@ import { Conntrack, type ConntrackFilter } from '../os/conntrack.js';
 import { Transaction, type NftRunner } from '../os/nft.js';
 import { HealthCheckServers, type HealthTarget } from './healthcheck.js';
 import { balancedEndpoints, selectEndpoints, serviceModel, sliceServiceKey, type EndpointInfo, type IPFamily, type Problem, type ServicePortState } from './model.js';
-import { PROXY_TABLE, serviceFragment, staticObjects, type RulesetConfig } from './ruleset.js';
+import { PROXY_TABLES, proxyTableName, serviceFragment, shardStaticObjects, staticObjects, type RulesetConfig } from './ruleset.js';
 import { TableState, type PlanStats } from './state.js';
 
 export interface ProxierConfig {
@@ -113,7 +113,7 @@ export class Proxier implements Reconciler {
     this.cfg = { clusterCIDRs: cidrs, balancing: cfg.balancing, masqueradeAll: cfg.masqueradeAll ?? false, nodeIPs };
     const fams = new Set<IPFamily>(cfg.families ?? [...cidrs, ...nodeIPs].map((x) => (x.includes(':') ? 6 : 4)));
     this.families = fams.size ? [...fams].sort() : [4];
-    for (const f of this.families) this.states.set(f, new TableState(f, staticObjects(f, this.cfg)));
+    for (const f of this.families) this.states.set(f, new TableState(f, staticObjects(f, this.cfg), shardStaticObjects(f, this.cfg)));
     this.now = deps.now ?? (() => Date.now());
     this.conntrack =
       deps.conntrack === undefined ? new Conntrack(ctx.exec, ctx.netnsPath ? { netnsPath: ctx.netnsPath } : {}) : deps.conntrack;
@@ -177,12 +177,14 @@ export class Proxier implements Reconciler {
 
   /** Deletes the proxy's tables (`skiff agent --uninstall`). */
   async cleanup(): Promise<void> {
-    const txs = this.families.map((f) => {
-      const tx = new Transaction(f === 4 ? 'ip' : 'ip6', PROXY_TABLE);
-      tx.add({ kind: 'table' });
-      tx.delete({ kind: 'table' });
-      return tx;
-    });
+    const txs = this.families.flatMap((f) =>
+      PROXY_TABLES.map((t) => {
+        const tx = new Transaction(f === 4 ? 'ip' : 'ip6', proxyTableName(t));
+        tx.add({ kind: 'table' });
+        tx.delete({ kind: 'table' });
+        return tx;
+      }),
+    );
     await this.nft.run(txs);
     for (const s of this.states.values()) s.invalidate();
     await this.health_?.close();
@@ -273,12 +275,12 @@ export class Proxier implements Reconciler {
     for (const [f, st] of this.states) {
       const plan = st.plan();
       this.lastStats.set(f, plan.stats);
-      if (plan.tx.size === 0) {
+      if (plan.size === 0) {
         plan.commit();
         continue;
       }
       try {
-        await this.nft.run(plan.tx);
+        await this.nft.run(plan.txs);
         plan.commit();
         // Log conflicts when they change, not on every sync.
         const conflicts = st.conflicts();
@@ -291,7 +293,7 @@ export class Proxier implements Reconciler {
         st.invalidate();
         this.mFailures.inc();
         failure ??= e;
-        this.ctx.log.error('proxy nftables transaction failed; next sync rebuilds the table', { family: f, error: (e as Error).message, ops: plan.tx.size });
+        this.ctx.log.error('proxy nftables transaction failed; next sync rebuilds the table', { family: f, error: (e as Error).message, ops: plan.size });
       }
     }
 

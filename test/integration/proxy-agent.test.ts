@@ -16,6 +16,7 @@ import { defaultConfig, type AgentConfig } from '../../src/agent/config.js';
 import { realExec, type Executor } from '../../src/os/exec.js';
 import { slice, svc } from '../../src/proxy/fixtures.js';
 import type { Proxier } from '../../src/proxy/proxier.js';
+import { PROXY_TABLES, proxyTableName, shardOf } from '../../src/proxy/ruleset.js';
 import { makeNetns, nsExec, requireRoot } from '../helpers/netns.js';
 
 const HC_PORT = 32417;
@@ -96,7 +97,7 @@ if (requireRoot(t)) {
   let { a, p } = await start();
 
   t.test('the proxy programs the node namespace, not the agent\'s', async (t) => {
-    const out = nsExec(ns.name, ['nft', 'list', 'table', 'ip', 'skiff-proxy']);
+    const out = nsExec(ns.name, ['nft', 'list', 'table', 'ip', proxyTableName(shardOf('default/lb'))]);
     t.match(out, /10\.96\.0\.20 \. tcp \. 80 comment "default\/lb:http" : goto service-/);
     t.match(out, /fib daddr type local/, 'NodePorts on every local address');
   });
@@ -148,11 +149,12 @@ if (requireRoot(t)) {
 
   t.test('a restarted agent adopts the table it finds', async (t) => {
     await stopAll();
-    t.match(nsExec(ns.name, ['nft', 'list', 'table', 'ip', 'skiff-proxy']), /10\.96\.0\.20/, 'rules stay while the agent is down');
+    t.match(nsExec(ns.name, ['nft', 'list', 'table', 'ip', proxyTableName(shardOf('default/lb'))]), /10\.96\.0\.20/, 'rules stay while the agent is down');
     ({ a, p } = await start());
     t.equal(p.health().ok, true);
     t.equal((await http(a, '/healthz')).status, 200);
-    t.equal(nsExec(ns.name, ['nft', 'list', 'tables']).trim().split('\n').filter((l) => l.includes('skiff-proxy')).length, 1, 'one table, not a second copy');
+    const tables = nsExec(ns.name, ['nft', 'list', 'tables']).trim().split('\n').filter((l) => l.includes('skiff-proxy'));
+    t.same(tables.sort(), PROXY_TABLES.map((x) => `table ip ${proxyTableName(x)}`).sort(), 'the main table and the shards, not a second copy');
     t.match(await nsGet(ns.name, `http://127.0.0.1:${HC_PORT}/`), /^200 /);
   });
 }

@@ -12,6 +12,7 @@ import { Nft, type NftRunner } from '../../src/os/nft.js';
 import { NftNetlink } from '../../src/os/nftnl.js';
 import { MemoryView, slice, svc } from '../../src/proxy/fixtures.js';
 import { Proxier } from '../../src/proxy/proxier.js';
+import { PROXY_TABLES, proxyTableName, shardOf } from '../../src/proxy/ruleset.js';
 import { logger } from '../../src/util/log.js';
 import { makeNetns, nsExec, requireRoot } from '../helpers/netns.js';
 
@@ -178,7 +179,7 @@ if (requireRoot(t)) {
     await proxier.sync({ full: false, changes });
     t.match(hairpin(), new RegExp(`${eps[2]!.replace(/\./g, '\\.')} \\.`), 'and is back');
 
-    const serviceChains = async () => (await nft.list('skiff-proxy', 'ip'))!.chains.filter((c) => c.name.startsWith('service-')).length;
+    const serviceChains = async () => (await nft.list(proxyTableName(shardOf('default/tmp')), 'ip'))!.chains.filter((c) => c.name.startsWith('service-')).length;
     changes = view.put(svc('tmp', { clusterIP: '10.96.0.13' }), slice('tmp', [eps[0]!]));
     await proxier.sync({ full: false, changes });
     const before = await serviceChains();
@@ -213,12 +214,13 @@ if (requireRoot(t)) {
     const r = await client(pod.name, TCP_CLIENT, '10.96.0.10', '80', '3');
     t.same(r.map((l) => l.split(' ')[0]), ['b1', 'b2', 'b3']);
     const tables = sh(node.name, 'nft', 'list', 'tables');
-    t.equal(tables.match(/skiff-proxy/g)?.length, 1, 'one table, replaced in place');
+    const mine = tables.trim().split('\n').filter((l) => l.includes('skiff-proxy'));
+    t.same(mine.sort(), PROXY_TABLES.map((x) => `table ip ${proxyTableName(x)}`).sort(), 'the main table and the shards, each replaced in place');
   });
 
   t.test('cleanup removes the table', async (t) => {
     await proxier.cleanup();
-    t.equal(await nft.list('skiff-proxy', 'ip'), undefined);
+    for (const x of PROXY_TABLES) t.equal(await nft.list(proxyTableName(x), 'ip'), undefined, proxyTableName(x));
     await proxier.close();
   });
 }

@@ -1,11 +1,12 @@
 // The ruleset for a table of service shapes against golden files in
-// test/golden/proxy/*.nft (the fake's canonical dump after a full sync).
+// test/golden/proxy/*.nft (the fake's canonical dump of the proxy's tables after a full sync).
 // Regenerate with UPDATE_GOLDEN=1 and review the diff.
 import t from 'tap';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { harness } from '../../src/proxy/fixtures.js';
+import { PROXY_TABLES, proxyTableName } from '../../src/proxy/ruleset.js';
 import { cases } from '../helpers/proxy-golden-cases.js';
 
 /** The repository root: up from this file until test/golden exists, else the working directory. */
@@ -25,7 +26,8 @@ for (const c of cases) {
     const changes = h.view.put(...c.objs);
     await h.proxier.sync({ full: true, changes: [] });
     t.ok(changes.length > 0);
-    const got = h.nft.dumpTable(c.family ?? 'ip', 'skiff-proxy');
+    // The main table, then the service shards (see PROXY_SHARDS), each as the kernel would hold it.
+    const got = PROXY_TABLES.map((tb) => h.nft.dumpTable(c.family ?? 'ip', proxyTableName(tb))).join('\n');
     const file = join(GOLDEN, `${c.name}.nft`);
     if (process.env.UPDATE_GOLDEN === '1') {
       mkdirSync(GOLDEN, { recursive: true });

@@ -6,14 +6,21 @@ import { request } from 'node:http';
 import type { Change } from '../../src/cluster/types.js';
 import type { Op, Transaction } from '../../src/os/nft.js';
 import { harness, logLines, slice, svc, tcp, NODE_IP } from '../../src/proxy/fixtures.js';
-import { EndpointSlots } from '../../src/proxy/ruleset.js';
+import { EndpointSlots, PROXY_TABLE, PROXY_TABLES, proxyTableName, shardOf } from '../../src/proxy/ruleset.js';
 
 const ips = (n: number, k: number) => Array.from({ length: k }, (_, i) => `10.244.${n % 250}.${i + 10}`);
 
-function opsOf(tx: Transaction | undefined): Op[] {
-  return tx ? tx.ops : [];
+/** A run's transactions (one per table it touched: the main table and the service shards). */
+type Run = readonly Transaction[] | Transaction | undefined;
+function opsOf(tx: Run): Op[] {
+  if (!tx) return [];
+  return Array.isArray(tx) ? tx.flatMap((t: Transaction) => t.ops) : (tx as Transaction).ops;
 }
-function summary(tx: Transaction | undefined): Record<string, number> {
+function textOf(tx: Run): string {
+  if (!tx) return '';
+  return Array.isArray(tx) ? tx.map((t: Transaction) => t.toText()).join('') : (tx as Transaction).toText();
+}
+function summary(tx: Run): Record<string, number> {
   const out: Record<string, number> = {};
   for (const op of opsOf(tx)) {
     const k = `${op.verb} ${op.obj.kind}`;
@@ -21,7 +28,7 @@ function summary(tx: Transaction | undefined): Record<string, number> {
   }
   return out;
 }
-function names(tx: Transaction | undefined): string[] {
+function names(tx: Run): string[] {
   return opsOf(tx).flatMap((op) => ('name' in op.obj ? [op.obj.name] : 'chain' in op.obj ? [op.obj.chain] : []));
 }
 
@@ -42,7 +49,7 @@ async function reference(h: Awaited<ReturnType<typeof populated>>): Promise<stri
 
 t.test('partial sync of one endpoint change writes only that service', async (t) => {
   const h = await populated(50);
-  const first = h.nft.history.at(-1);
+  const first = h.nft.runs.at(-1);
   t.ok(opsOf(first).some((op) => op.verb === 'delete' && op.obj.kind === 'table'), 'first sync rebuilds (adopts) the table');
   t.ok(opsOf(first).length > 50 * 5);
 
@@ -51,17 +58,17 @@ t.test('partial sync of one endpoint change writes only that service', async (t)
   // is added, not for data-map elements), and its hairpin element is swapped.
   const changes = h.view.put(slice('s7', [...ips(7, 2), '10.244.7.99']));
   await h.proxier.sync({ full: false, changes });
-  const tx = h.nft.history.at(-1);
-  t.same(summary(tx), { 'delete element': 2, 'add element': 2 }, JSON.stringify(tx?.toText()));
-  t.match(tx?.toText() ?? '', /add element ip skiff-proxy endpoints-tcp-\d+ \{ \d+ : 10\.244\.7\.99 \. 8080 \}/);
+  const tx = h.nft.runs.at(-1);
+  t.same(summary(tx), { 'delete element': 2, 'add element': 2 }, JSON.stringify(textOf(tx)));
+  t.match(textOf(tx), /add element ip skiff-proxy-\d+ endpoints-tcp-\d+ \{ \d+ : 10\.244\.7\.99 \. 8080 \}/);
   t.ok(opsOf(tx).every((op) => op.obj.kind === 'element'), 'no rule rewritten');
 
   // A fourth endpoint: the rule's modulus changes, so the rule is rewritten too.
   await h.proxier.sync({ full: false, changes: h.view.put(slice('s7', [...ips(7, 2), '10.244.7.99', '10.244.7.98'])) });
-  const tx4 = h.nft.history.at(-1);
+  const tx4 = h.nft.runs.at(-1);
   t.equal(summary(tx4)['flush chain'], 1);
-  t.match(tx4?.toText() ?? '', /numgen inc mod 4 offset \d+ map @endpoints-tcp-\d+/);
-  t.match(tx?.toText() ?? '', /delete element ip skiff-proxy hairpin \{ 10\.244\.7\.12 \. 10\.244\.7\.12 \}/);
+  t.match(textOf(tx4), /numgen inc mod 4 offset \d+ map @endpoints-tcp-\d+/);
+  t.match(textOf(tx), /delete element ip skiff-proxy hairpin \{ 10\.244\.7\.12 \. 10\.244\.7\.12 \}/);
   t.equal(h.nft.dump(), await reference(h), 'equals a from-scratch sync');
 });
 
@@ -71,7 +78,7 @@ t.test('with session affinity, the chain of a removed endpoint is flushed, then 
   await h.proxier.sync({ full: false, changes: h.view.put(svc('sticky', aff), slice('sticky', ips(77, 3))) });
   const changes = h.view.put(slice('sticky', [...ips(77, 2), '10.244.77.99']));
   await h.proxier.sync({ full: false, changes });
-  const tx = h.nft.history.at(-1);
+  const tx = h.nft.runs.at(-1);
   t.equal(summary(tx)['add chain'], 1, 'the new endpoint chain');
   t.equal(summary(tx)['flush chain'], 2, 'the service chain rewritten, the old endpoint chain flushed');
   t.ok(names(tx).every((n) => n.includes('default/sticky/') || n === 'hairpin'), 'only sticky chains and sets');
@@ -79,7 +86,7 @@ t.test('with session affinity, the chain of a removed endpoint is flushed, then 
 
   // The next sync (even without changes) deletes the chain that went stale, and its affinity set.
   await h.proxier.sync({ full: false, changes: [] });
-  const tx2 = h.nft.history.at(-1);
+  const tx2 = h.nft.runs.at(-1);
   t.same(summary(tx2), { 'delete chain': 1, 'delete set': 1 });
   t.match(names(tx2).join(' '), /endpoint-.*__10\.244\.77\.12\/8080/);
   t.equal(h.nft.dump(), await reference(h), 'equals a from-scratch sync');
@@ -90,21 +97,21 @@ t.test('adding, changing and deleting services: map elements are diffed', async 
   let changes: Change[] = h.view.put(svc('new', { clusterIP: '10.96.9.9' }), slice('new', ['10.244.9.1']));
   await h.proxier.sync({ full: false, changes });
   // (and the endpoint map of its bucket, when no other service used that bucket yet)
-  const { ['add map']: _newBucket, ...added } = summary(h.nft.history.at(-1));
+  const { ['add map']: _newBucket, ...added } = summary(h.nft.runs.at(-1));
   t.same(added, { 'add chain': 1, 'add rule': 1, 'add element': 4 }, 'one chain with one rule; the service-ips, cluster-ips, endpoint-map and hairpin elements');
 
   changes = h.view.put(svc('new', { clusterIP: '10.96.9.9', ports: [{ name: 'http', port: 81, targetPort: 8080 }] }));
   await h.proxier.sync({ full: false, changes });
-  const s = summary(h.nft.history.at(-1));
+  const s = summary(h.nft.runs.at(-1));
   t.equal(s['delete element'], 2, 'old port elements deleted (service-ips, cluster-ips)');
   t.equal(s['add element'], 2, 'new port elements added');
 
   changes = [...h.view.remove('Service', 'default/new'), ...h.view.remove('EndpointSlice', 'default/new-abc')];
   await h.proxier.sync({ full: false, changes });
-  t.same(summary(h.nft.history.at(-1)), { 'delete element': 4, 'flush chain': 1 });
+  t.same(summary(h.nft.runs.at(-1)), { 'delete element': 4, 'flush chain': 1 });
   await h.proxier.sync({ full: false, changes: [] });
   // (and its bucket's endpoint map, when no other service uses that bucket)
-  const { ['delete map']: _oldBucket, ...deleted } = summary(h.nft.history.at(-1));
+  const { ['delete map']: _oldBucket, ...deleted } = summary(h.nft.runs.at(-1));
   t.same(deleted, { 'delete chain': 1 });
   t.equal(h.nft.dump(), await reference(h));
 
@@ -151,7 +158,7 @@ t.test('a failed transaction forces a rebuild, which converges', async (t) => {
   t.match(failures, /skiff_sync_proxy_rules_nftables_failures_total 1/);
   // Whatever the runner asks next (it asks for full), the table is rebuilt in one transaction.
   await h.proxier.sync({ full: false, changes: [] });
-  const tx = h.nft.history.at(-1);
+  const tx = h.nft.runs.at(-1);
   t.ok(opsOf(tx).some((op) => op.verb === 'delete' && op.obj.kind === 'table'), 'rebuild');
   t.equal(h.proxier.health().ok, true);
   t.equal(h.tracer().connect(tcp('10.244.1.9', '10.96.0.3', 80), 'external').dnat?.addr, '10.244.2.77');
@@ -233,6 +240,37 @@ t.test('two services claiming one NodePort: the first by key wins, deterministic
   t.ok(logLines.some((l) => l.includes('claim the same address and port')));
   await h.proxier.sync({ full: false, changes: h.view.remove('Service', 'default/a') });
   t.equal(h.tracer().connect(tcp('203.0.113.1', NODE_IP, 30100), 'external').dnat?.addr, '10.244.2.2', 'b takes over');
+});
+
+t.test('service shards: a change writes only its shard (and the main table); a contested key lives once, in the winner\'s shard, and moves with it', async (t) => {
+  const h = harness();
+  // a and b hash to different shards (asserted): the NodePort both claim must move tables.
+  t.not(shardOf('default/a'), shardOf('default/b'));
+  const np = (name: string, ip: string) => svc(name, { clusterIP: ip, type: 'NodePort', ports: [{ name: 'http', port: 80, targetPort: 8080, nodePort: 30100 }] });
+  h.view.put(np('b', '10.96.0.2'), slice('b', ['10.244.2.2']), svc('c', { clusterIP: '10.96.0.3' }), slice('c', ['10.244.3.3']));
+  await h.proxier.sync({ full: true, changes: [] });
+  t.same(h.nft.runs.at(-1)!.map((tx) => tx.table).sort(), PROXY_TABLES.map(proxyTableName).sort(), 'a rebuild writes every table');
+  const nodePortIn = () => PROXY_TABLES.filter((x) => /tcp \. 30100 .*: goto/.test(h.nft.dumpTable('ip', proxyTableName(x)))).map(proxyTableName);
+  t.same(nodePortIn(), [proxyTableName(shardOf('default/b'))], "in b's shard");
+
+  let changes = h.view.put(np('a', '10.96.0.1'), slice('a', ['10.244.1.1']));
+  await h.proxier.sync({ full: false, changes });
+  t.same(nodePortIn(), [proxyTableName(shardOf('default/a'))], "a wins: moved to a's shard, and only there");
+  t.equal(h.tracer().connect(tcp('203.0.113.1', NODE_IP, 30100), 'external').dnat?.addr, '10.244.1.1');
+
+  // One endpoint of c: c's shard and the main table (hairpin), nothing else.
+  changes = h.view.put(slice('c', ['10.244.3.4']));
+  await h.proxier.sync({ full: false, changes });
+  const touched = h.nft.runs.at(-1)!.map((tx) => tx.table);
+  t.ok(touched.every((x) => x === PROXY_TABLE || x === proxyTableName(shardOf('default/c'))), touched.join(' '));
+  t.ok(touched.includes(proxyTableName(shardOf('default/c'))));
+
+  await h.proxier.sync({ full: false, changes: h.view.remove('Service', 'default/a') });
+  t.same(nodePortIn(), [proxyTableName(shardOf('default/b'))], "a gone: back in b's shard");
+  t.equal(h.tracer().connect(tcp('203.0.113.1', NODE_IP, 30100), 'external').dnat?.addr, '10.244.2.2');
+  t.equal(h.tracer().connect(tcp('10.244.9.9', '10.96.0.3', 80), 'external').dnat?.addr, '10.244.3.4');
+  await h.proxier.sync({ full: false, changes: [] });
+  t.equal(h.nft.dump(), await reference(h), 'equals a from-scratch sync');
 });
 
 t.test('names with nft syntax cannot inject: the object is skipped with a reason, others work', async (t) => {

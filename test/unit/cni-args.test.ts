@@ -1,18 +1,10 @@
 import t from 'tap';
 import { requestedIps, requestedIpsWithSource, requestedMac, requestedMacWithSource, normaliseMac } from '../../src/cni/args.js';
-import { CniError } from '../../src/cni/errors.js';
+import { cniError } from '../helpers/cni-error.js';
 
 const noEnv = { args: {} as Record<string, string> };
 
-function err(fn: () => unknown): CniError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof CniError) return e;
-    throw e;
-  }
-  throw new Error('expected a CniError');
-}
+const err = cniError;
 
 t.test('IPs: each source alone, prefixes stripped', async (t) => {
   t.same(requestedIpsWithSource({ runtimeConfig: { ips: ['10.1.2.3/24', '2001:DB8::5/64'] } }, noEnv), {

@@ -1,19 +1,11 @@
 import t from 'tap';
 import { parseNetConf, versionRequest } from '../../src/cni/config.js';
-import { CniError } from '../../src/cni/errors.js';
+import { cniError } from '../helpers/cni-error.js';
 
 const base = { cniVersion: '1.0.0', name: 'skiff', type: 'skiff-cni' };
 const conf = (extra: Record<string, unknown> = {}, cmd = 'ADD') => parseNetConf(JSON.stringify({ ...base, ...extra }), cmd as never);
 
-function err(fn: () => unknown): CniError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof CniError) return e;
-    throw e;
-  }
-  throw new Error('expected a CniError');
-}
+const err = cniError;
 
 t.test('defaults and standard fields', async (t) => {
   const c = conf({ ipam: { type: 'host-local', subnet: '10.244.1.0/24' }, unknownField: { x: 1 } });

@@ -1,6 +1,6 @@
 import t from 'tap';
 import { parseEnv, parseCniArgs, splitCniPath, ifnameProblem, REQUIRED_ENV } from '../../src/cni/env.js';
-import { CniError } from '../../src/cni/errors.js';
+import { cniError } from '../helpers/cni-error.js';
 
 const full = {
   CNI_COMMAND: 'ADD',
@@ -11,15 +11,7 @@ const full = {
   CNI_PATH: '/opt/cni/bin:/usr/lib/cni',
 };
 
-function err(fn: () => unknown): CniError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof CniError) return e;
-    throw e;
-  }
-  throw new Error('expected a CniError');
-}
+const err = cniError;
 
 t.test('a full ADD environment', async (t) => {
   const env = parseEnv(full);

@@ -17,20 +17,12 @@ import {
   type Result,
 } from '../../src/cni/result.js';
 import { parseNetConf } from '../../src/cni/config.js';
-import { CniError } from '../../src/cni/errors.js';
+import { cniError } from '../helpers/cni-error.js';
 
 const VERSIONS = ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'] as const;
 const LEGACY = new Set(['0.3.0', '0.3.1', '0.4.0']);
 
-function err(fn: () => unknown): CniError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof CniError) return e;
-    throw e;
-  }
-  throw new Error('expected a CniError');
-}
+const err = cniError;
 
 /** A result using every field of the internal (1.1.0) model. */
 const full = (): Result => ({

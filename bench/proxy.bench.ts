@@ -183,14 +183,15 @@ kind: Pod
 metadata: {name: echo, labels: {app: echo}}
 spec:
   nodeName: node2
-  containers: [{name: echo, ports: [{containerPort: 8080}]}]
+  # 8080 for direct connections, 8081 behind the Service: see CONN_CLIENT.
+  containers: [{name: echo, ports: [{containerPort: 8080}, {containerPort: 8081}]}]
 ---
 apiVersion: v1
 kind: Service
 metadata: {name: echo}
 spec:
   selector: {app: echo}
-  ports: [{port: 80, targetPort: 8080}]
+  ports: [{port: 80, targetPort: 8081}]
 ---
 apiVersion: v1
 kind: Pod
@@ -200,7 +201,15 @@ spec:
   containers: [{name: client}]
 `;
 
-/** Sequential new TCP connections for `secs` seconds (connect, read the answer, close); prints the count. */
+/**
+ * Sequential new TCP connections for `secs` seconds (connect, read the answer, close); prints the count.
+ * Direct runs go to the echo pod's port 8080 and ClusterIP runs to its port 8081. On one
+ * server port, the interleaved runs met each other's TIME_WAIT sockets (the server closes
+ * first): the client picks ports per destination, and its TCP timestamps and initial
+ * sequence numbers are keyed by the address it connects to (the pod, or the ClusterIP),
+ * so a SYN through the ClusterIP on a port a direct run had just used could look old to
+ * the pod's TIME_WAIT socket and wait for a retransmit (rounds of 44 conn/s were seen).
+ */
 const CONN_CLIENT = `
 const net = require('node:net');
 const [host, port, secs] = [process.argv[1], Number(process.argv[2]), Number(process.argv[3])];

@@ -60,9 +60,9 @@ const setHash = (s: SetObj) => JSON.stringify([s.type, s.flags, s.timeout]);
 /** Endpoint-map elements are owned by one service port (see the header). */
 const owned = (el: FragElement) => el.set.startsWith('endpoints-');
 const ownedKey = (el: FragElement) => `${el.set}|${el.key[0]}`;
-/** An endpoint map in one table: "table|name". */
-const epKey = (table: number, name: string) => `${table}|${name}`;
-const splitEpKey = (k: string): [number, string] => {
+/** A set or map of one table, "table|name": endpoint maps, and the rebuild's elements grouped by set. */
+const inTable = (table: number, name: string) => `${table}|${name}`;
+const splitInTable = (k: string): [number, string] => {
   const i = k.indexOf('|');
   return [Number(k.slice(0, i)), k.slice(i + 1)];
 };
@@ -240,7 +240,7 @@ export class TableState {
 
   private epRef(svc: string, map: string, d: number): void {
     this.mapOf(map);
-    const k = epKey(shardOf(svc), map);
+    const k = inTable(shardOf(svc), map);
     this.epRefs.set(k, (this.epRefs.get(k) ?? 0) + d);
   }
 
@@ -324,7 +324,7 @@ export class TableState {
     /** "table|set" -> elements, in first-seen order. */
     const bySet = new Map<string, FragElement[]>();
     const push = (table: number, el: FragElement) => {
-      const k = epKey(table, el.set);
+      const k = inTable(table, el.set);
       let list = bySet.get(k);
       if (!list) bySet.set(k, (list = []));
       list.push(el);
@@ -335,9 +335,9 @@ export class TableState {
       push(elementTable(w.el.set, w.svc), w.el);
     }
     for (const [svc, frag] of this.desired) for (const el of frag.elements) if (owned(el)) push(shardOf(svc), el);
-    const epMaps = [...bySet.keys()].filter((k) => splitEpKey(k)[1].startsWith('endpoints-'));
+    const epMaps = [...bySet.keys()].filter((k) => splitInTable(k)[1].startsWith('endpoints-'));
     for (const k of epMaps) {
-      const [table, name] = splitEpKey(k);
+      const [table, name] = splitInTable(k);
       txs.of(table).add(this.mapOf(name) as MapObj);
     }
     for (const [svc, frag] of this.desired) {
@@ -353,7 +353,7 @@ export class TableState {
       for (const [name, rs] of frag.chains) for (const r of rs) tx.add({ kind: 'rule', chain: name, rule: r });
     }
     for (const [k, list] of bySet) {
-      const tx = txs.of(splitEpKey(k)[0]);
+      const tx = txs.of(splitInTable(k)[0]);
       for (const el of list) tx.add(el);
       st.elementsAdded += list.length;
     }
@@ -429,7 +429,7 @@ export class TableState {
       const table = shardOf(svc);
       for (const el of this.desired.get(svc)?.elements ?? []) {
         if (!el.set.startsWith('endpoints-')) continue;
-        const k = epKey(table, el.set);
+        const k = inTable(table, el.set);
         if (this.kEndpointMaps.has(k) || newEpMaps.includes(k)) continue;
         txs.of(table).add(this.mapOf(el.set) as MapObj);
         newEpMaps.push(k);
@@ -525,7 +525,7 @@ export class TableState {
       const since = this.epUnused.get(k);
       if (since === undefined) epNoted.push(k);
       else if (since < gen + 1) {
-        const [table, name] = splitEpKey(k);
+        const [table, name] = splitInTable(k);
         txs.of(table).delete({ kind: 'map', name });
         epDeleted.push(k);
       }

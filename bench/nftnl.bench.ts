@@ -9,17 +9,14 @@
 //     chain, the element diff) and one changed service (new port); medians;
 //   - the kernel's floor: one-op transactions (NftNetlink only) into the same table.
 import { execFileSync } from 'node:child_process';
-import { Registry } from 'prom-client';
-import type { AgentContext } from '../src/agent/reconciler.js';
 import type { Change } from '../src/cluster/types.js';
 import { realExec } from '../src/os/exec.js';
 import { Nft, Transaction as Tx, type NftRunner, type Transaction } from '../src/os/nft.js';
 import { NftNetlink } from '../src/os/nftnl.js';
 import { NetnsSandbox } from '../src/os/sandbox.js';
 import { MemoryView } from '../src/proxy/fixtures.js';
-import { ENDPOINTS, clusterIP, mkSlice, mkSvc } from './proxy-services.js';
+import { ENDPOINTS, benchProxier, clusterIP, mkSlice, mkSvc } from './proxy-services.js';
 import { Proxier } from '../src/proxy/proxier.js';
-import { logger } from '../src/util/log.js';
 import { median, round, type Benchmark, type Row } from './lib.js';
 
 
@@ -130,8 +127,7 @@ const bench: Benchmark = {
       const netlink = new NftNetlink({ netnsPath: nsNl.path });
       const dual = new Dual(netlink, new Nft(realExec, { netns: nsTx.name, timeoutMs: 900_000 }));
       const view = new MemoryView();
-      const ctx: AgentContext = { nodeName: 'node-a', view, registry: new Registry(), log: logger('nftnl-bench'), exec: realExec };
-      const proxier = new Proxier(ctx, { clusterCIDR: '10.0.0.0/8', balancing: 'round-robin', nodeIPs: ['192.168.1.10'], healthCheckBind: false }, dual, { conntrack: null });
+      const proxier = benchProxier(view, dual, 'nftnl-bench');
       for (let i = 0; i < n; i++) view.put(mkSvc(i), mkSlice(i));
       const label = n.toLocaleString('en-US');
       let t0 = performance.now();
@@ -169,12 +165,25 @@ const bench: Benchmark = {
       // The kernel's own cost per transaction at this table size (netlink only; tiny
       // transactions in a scratch chain): a commit without jumps, and one that adds a
       // goto (the kernel then re-validates the table's jump graph).
-      const ep = /chain (endpoint-\S+)/.exec(execFileSync('ip', ['netns', 'exec', nsNl.name, 'nft', 'list', 'chains'], { encoding: 'utf8', maxBuffer: 1 << 28 }))![1]!;
+      // A service chain and its table (the services are spread over the proxy's shard tables).
+      const listing = execFileSync('ip', ['netns', 'exec', nsNl.name, 'nft', 'list', 'chains'], { encoding: 'utf8', maxBuffer: 1 << 28 });
+      let tbl = '';
+      let ep = '';
+      for (const line of listing.split('\n')) {
+        const t = /^table ip (\S+) \{/.exec(line);
+        if (t) tbl = t[1]!;
+        const c = /^\s*chain (service-\S+) \{/.exec(line);
+        if (c) {
+          ep = c[1]!;
+          break;
+        }
+      }
+      if (!ep) throw new Error('nftnl bench: no service chain in the proxy tables');
       const micro: [string, (i: number) => Transaction][] = [
-        ['add chain', (i) => new Tx('ip', 'skiff-proxy').add({ kind: 'chain', name: `bench-${i}` })],
-        ['add rule without jump', (i) => new Tx('ip', 'skiff-proxy').add({ kind: 'rule', chain: `bench-${i}`, rule: [{ counter: true }] })],
-        ['add rule with goto', (i) => new Tx('ip', 'skiff-proxy').add({ kind: 'rule', chain: `bench-${i}`, rule: [{ goto: ep }] })],
-        ['flush + delete chain', (i) => new Tx('ip', 'skiff-proxy').flush({ kind: 'chain', name: `bench-${i}` }).delete({ kind: 'chain', name: `bench-${i}` })],
+        ['add chain', (i) => new Tx('ip', tbl).add({ kind: 'chain', name: `bench-${i}` })],
+        ['add rule without jump', (i) => new Tx('ip', tbl).add({ kind: 'rule', chain: `bench-${i}`, rule: [{ counter: true }] })],
+        ['add rule with goto', (i) => new Tx('ip', tbl).add({ kind: 'rule', chain: `bench-${i}`, rule: [{ goto: ep }] })],
+        ['flush + delete chain', (i) => new Tx('ip', tbl).flush({ kind: 'chain', name: `bench-${i}` }).delete({ kind: 'chain', name: `bench-${i}` })],
       ];
       for (const [name, mk] of micro) {
         const ts: number[] = [];

@@ -5,17 +5,11 @@
 // the sync that deletes the stale chain) and prints the median batch time. It isolates
 // the kernel's per-commit cost that docs/proxy.md ("Service shards") is about; run it
 // on two checkouts to compare table layouts. `npm run bench -- proxy` has the full figures.
-import { Registry } from 'prom-client';
-import type { AgentContext } from '../src/agent/reconciler.js';
-import { realExec } from '../src/os/exec.js';
-import type { NftRunner, Transaction } from '../src/os/nft.js';
 import { NftNetlink } from '../src/os/nftnl.js';
 import { NetnsSandbox } from '../src/os/sandbox.js';
 import { MemoryView } from '../src/proxy/fixtures.js';
-import { Proxier } from '../src/proxy/proxier.js';
-import { logger } from '../src/util/log.js';
 import { median } from './lib.js';
-import { mkSlice, mkSvc } from './proxy-services.js';
+import { TimedNft, benchProxier, mkSlice, mkSvc } from './proxy-services.js';
 
 const n = Number(process.argv[2] ?? 10_000);
 const reps = Number(process.argv[3] ?? 20);
@@ -32,23 +26,14 @@ try {
   const ns = sandbox.create('pxchg');
   const view = new MemoryView();
   for (let i = 0; i < n; i++) view.put(mkSvc(i), mkSlice(i));
-  const nl = new NftNetlink({ netnsPath: `/run/netns/${ns.name}` });
-  let last = 0;
-  const nft: NftRunner = {
-    run: async (tx: Transaction | readonly Transaction[]) => {
-      const t0 = performance.now();
-      await nl.run(tx);
-      last = performance.now() - t0;
-    },
-  };
-  const ctx: AgentContext = { nodeName: 'node-a', view, registry: new Registry(), log: logger('proxy-change'), exec: realExec };
-  const proxier = new Proxier(ctx, { clusterCIDR: '10.0.0.0/8', balancing: 'round-robin', nodeIPs: ['192.168.1.10'], healthCheckBind: false }, nft, { conntrack: null });
+  const nft = new TimedNft(new NftNetlink({ netnsPath: `/run/netns/${ns.name}` }));
+  const proxier = benchProxier(view, nft, 'proxy-change');
   await proxier.sync({ full: true, changes: [] });
   await new Promise((r) => setTimeout(r, 2000));
   const times: number[] = [];
   for (let r = 0; r < reps; r++) {
     await proxier.sync({ full: false, changes: view.put(mkSvc(17 + ((r * 101) % (n - 20)), 81 + r)) });
-    times.push(last);
+    times.push(nft.last);
     await proxier.sync({ full: false, changes: [] });
   }
   await proxier.close();

@@ -11,19 +11,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { Registry } from 'prom-client';
-import type { AgentContext } from '../src/agent/reconciler.js';
 import type { Change } from '../src/cluster/types.js';
 import { realExec } from '../src/os/exec.js';
-import type { NftRunner, Transaction } from '../src/os/nft.js';
 import { nftRunner } from '../src/os/nftnl.js';
 import { NetnsSandbox } from '../src/os/sandbox.js';
 import { MemoryView } from '../src/proxy/fixtures.js';
-import { ENDPOINTS, NODES, clusterIP, mkSlice, mkSvc } from './proxy-services.js';
+import { ENDPOINTS, NODES, TimedNft, benchProxier, clusterIP, mkSlice, mkSvc } from './proxy-services.js';
 import { Proxier } from '../src/proxy/proxier.js';
 import { ROOT } from '../src/lab/agents.js';
 import { loadState } from '../src/lab/state.js';
-import { logger } from '../src/util/log.js';
 import { median, round, type Benchmark, type Row } from './lib.js';
 
 /** The runner the sync figures use: the agent's default (netlink), or SKIFF_BENCH_NFT=nft. */
@@ -37,19 +33,6 @@ function gc(): void {
 }
 
 /** Times each runner call (the kernel-apply share of a sync: a netlink batch, or `nft -f -`). */
-class TimedNft implements NftRunner {
-  last = 0;
-  constructor(private readonly inner: NftRunner) {}
-  async run(tx: Transaction | readonly Transaction[]): Promise<void> {
-    const t0 = performance.now();
-    try {
-      await this.inner.run(tx);
-    } finally {
-      this.last = performance.now() - t0;
-    }
-  }
-}
-
 const SETTLE_MS = 2000;
 
 async function syncBench(quick: boolean, rows: Row[], notes: string[]): Promise<void> {
@@ -78,8 +61,7 @@ async function syncBench(quick: boolean, rows: Row[], notes: string[]): Promise<
         }
         ns = sandbox.create('pxbench');
         nft = new TimedNft(nftRunner(RUNNER, realExec, { netnsPath: `/run/netns/${ns.name}`, timeoutMs: 600_000 }));
-        const ctx: AgentContext = { nodeName: 'node-a', view, registry: new Registry(), log: logger('proxy-bench'), exec: realExec };
-        proxier = new Proxier(ctx, { clusterCIDR: '10.0.0.0/8', balancing: 'round-robin', nodeIPs: ['192.168.1.10'], healthCheckBind: false }, nft, { conntrack: null });
+        proxier = benchProxier(view, nft, 'proxy-bench');
         t0 = performance.now();
         await proxier.sync({ full: true, changes: [] });
         fulls.push(performance.now() - t0);

@@ -147,8 +147,6 @@ const tkey = (family: string, name: string) => `${family} ${name}`;
 
 export class FakeNft implements NftRunner {
   readonly tables = new Map<string, FakeTable>();
-  /** Every transaction applied successfully, in order (tests count operations). */
-  readonly history: Transaction[] = [];
   /** The transactions of every successful run, one list per run. */
   readonly runs: Transaction[][] = [];
   private undo: (() => void)[] = [];
@@ -191,8 +189,12 @@ export class FakeNft implements NftRunner {
       throw e;
     }
     this.undo = [];
-    for (const t of list) this.history.push(t);
     this.runs.push([...list]);
+  }
+
+  /** Every transaction applied successfully, in order (tests count operations). */
+  get history(): Transaction[] {
+    return this.runs.flat();
   }
 
   table(family: TableFamily, name: string): FakeTable | undefined {
